@@ -1,0 +1,145 @@
+"""The result of a conversion: a pure JAX function, its weights, and where every op came from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+
+from converters.errors import ConversionError
+from converters.export import Capture, capture, weights_of
+from converters.graph import GraphFunction
+from converters.provenance import Provenance
+from converters.validate import ValidationReport, compare_layers, relative_difference, torch_node_values
+
+
+def _as_tuple(inputs) -> tuple:
+    return tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
+
+
+def _to_jax(tensor: torch.Tensor) -> jax.Array:
+    return jnp.asarray(tensor.detach().cpu().numpy())
+
+
+@dataclass
+class Converted:
+    """A torch model as a pure JAX function.
+
+    ``apply(params, *inputs)`` takes batched inputs (leading axis = rows) and maps the exported
+    batch-of-one graph over the rows with ``jax.vmap``, so every row is computed exactly as torch would
+    compute it alone. ``params`` is the weights pytree (copied once from torch). ``provenance`` tells,
+    for every op, the module path, module type, call index and source line it came from.
+    """
+
+    graph: GraphFunction
+    params: dict[str, jax.Array]
+    provenance: dict[str, Provenance]
+    input_shapes: list[tuple[int, ...]]  # per row, without the batch axis
+    input_dtypes: list[np.dtype]
+    output_shape: tuple[int, ...]  # per row, without the batch axis
+    capture: Capture
+
+    # -- evaluation -------------------------------------------------------------------------------------
+    def apply_single(self, params: dict, *rows):
+        """The exported graph itself: inputs and outputs with a batch axis of one."""
+        return self.graph(params, *rows)
+
+    def apply(self, params: dict, *inputs):
+        """Batched forward: one row at a time through the exported graph, vectorised with vmap."""
+
+        def one_row(*rows):
+            return self.graph(params, *(row[None] for row in rows))[0]
+
+        return jax.vmap(one_row)(*inputs)
+
+    def row_function(self):
+        """``f(*rows) -> output row`` with the weights bound: the function xshap explains."""
+
+        def row(*rows):
+            return self.graph(self.params, *(r[None] for r in rows))[0]
+
+        return row
+
+    def __call__(self, *inputs):
+        return self.apply(self.params, *(jnp.asarray(np.asarray(x)) for x in inputs))
+
+    @property
+    def ops(self) -> list[Provenance]:
+        """Provenance of every op, in graph order."""
+        return list(self.provenance.values())
+
+    # -- self-check -------------------------------------------------------------------------------------
+    def validate(self, *inputs, rtol: float | None = None, max_rows: int = 16) -> ValidationReport:
+        """Run the exported torch graph and the JAX function side by side on the same rows.
+
+        Reports, per layer (module path and call), the largest relative difference of the values its
+        ops produce, and names the first layer that diverges beyond ``rtol``.
+        """
+        tensors = [torch.as_tensor(np.asarray(x))[:max_rows] for x in inputs]
+        n_rows = int(tensors[0].shape[0])
+        if rtol is None:
+            rtol = 1e-10 if tensors[0].dtype == torch.float64 and jax.config.jax_enable_x64 else 1e-5
+        program = self.capture.program
+        weights = [w for w in weights_of(program).values()]
+        torch_values, torch_outputs = [], []
+        for i in range(n_rows):
+            values, out = torch_node_values(program, weights, [t[i : i + 1] for t in tensors])
+            torch_values.append(values)
+            torch_outputs.append(out[0] if isinstance(out, (tuple, list)) else out)
+
+        def traced(*rows):
+            record: dict = {}
+            self.graph(self.params, *(r[None] for r in rows), record=record)
+            return {k: v[0] for k, v in record.items() if isinstance(v, jax.Array) and v.ndim > 0 and v.shape[0] == 1}
+
+        jax_values = jax.vmap(traced)(*(jnp.asarray(t.numpy()) for t in tensors))
+        for values in torch_values:  # compare like with like: drop the batch axis of one
+            for k, v in list(values.items()):
+                values[k] = v[0] if isinstance(v, torch.Tensor) and v.ndim > 0 and v.shape[0] == 1 else None
+        layers = compare_layers(self.provenance, torch_values, jax_values, rtol)
+        expected = np.concatenate([o.detach().numpy() for o in torch_outputs])
+        output_diff = relative_difference(np.asarray(self(*tensors)), expected)
+        return ValidationReport(layers, rtol, output_diff, n_rows)
+
+
+def from_torch(model: torch.nn.Module, example_inputs) -> Converted:
+    """Convert ``model`` to a pure JAX function with torch.export.
+
+    ``example_inputs``: a tensor or a tuple of tensors with a leading batch axis; only the first row of
+    each is used, since the graph is exported for one row and mapped over rows with ``jax.vmap``.
+    """
+    examples = [torch.as_tensor(x) for x in _as_tuple(example_inputs)]
+    for i, x in enumerate(examples):
+        if x.ndim == 0 or x.shape[0] == 0:
+            raise ValueError(f"example input {i} has shape {tuple(x.shape)}: it needs a leading batch axis with rows")
+    captured = capture(model, [x[:1] for x in examples])
+    graph = GraphFunction(captured)
+    weights = weights_of(captured.program)
+    params = {name: _to_jax(weights[name]) for name in captured.param_names}
+
+    output_node = next(node for node in captured.program.graph.nodes if node.op == "output")
+    output_vals = [arg.meta.get("val") if hasattr(arg, "meta") else arg for arg in output_node.args[0]]
+    if len(output_vals) != 1 or not isinstance(output_vals[0], torch.Tensor):
+        kinds = ", ".join(type(v).__name__ for v in output_vals)
+        raise ConversionError(
+            f"the model returns {len(output_vals)} value(s) ({kinds}); xshap explains models that return one "
+            "tensor with a leading batch axis. Wrap the model to select the output to explain."
+        )
+    out_shape = tuple(output_vals[0].shape)
+    if len(out_shape) == 0 or out_shape[0] != 1:
+        raise ConversionError(
+            f"for a batch of one row the model returns shape {out_shape}; xshap needs outputs whose leading "
+            "axis is the batch axis"
+        )
+    return Converted(
+        graph=graph,
+        params=params,
+        provenance=captured.provenance,
+        input_shapes=[tuple(x.shape[1:]) for x in examples],
+        input_dtypes=[np.dtype(str(x.dtype).replace("torch.", "")) for x in examples],
+        output_shape=out_shape[1:],
+        capture=captured,
+    )

@@ -1,0 +1,104 @@
+"""Capture a torch model with torch.export: the functional ATen graph, its weights, and provenance."""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch.export import ExportedProgram
+from torch.export.graph_signature import InputKind, OutputKind
+
+from converters.errors import ExportError
+from converters.provenance import Provenance, provenance_of
+
+
+@dataclass
+class Capture:
+    """What the converter needs from torch.export, with torch types still in it."""
+
+    program: ExportedProgram
+    param_names: list[str]  # placeholder order of the lifted weights, buffers and constants
+    input_names: list[str]  # placeholder names of the user inputs
+    provenance: dict[str, Provenance]  # node name -> provenance
+    root_type: str
+
+
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    """Put ``model`` in eval mode for the duration, with a warning if it was training; restore after."""
+    modes = {module: module.training for module in model.modules()}
+    training = [name or "<root>" for name, module in model.named_modules() if module.training]
+    if training:
+        warnings.warn(
+            "model is in training mode (modules: "
+            + ", ".join(training[:5])
+            + (" ..." if len(training) > 5 else "")
+            + "); xshap converts it in eval mode. Call model.eval() to silence this warning.",
+            stacklevel=3,
+        )
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, mode in modes.items():
+            module.train(mode)
+
+
+def _translate_export_failure(error: Exception) -> ExportError:
+    text = str(error).strip()
+    first = text.splitlines()[0] if text else type(error).__name__
+    hint = (
+        "torch.export must trace the model into one graph. Data-dependent Python control flow "
+        "(an `if` or loop on tensor values), .item()/.tolist() on tensors, or calls into non-torch code "
+        "cannot be captured; rewrite them with torch.where / torch.cond, or explain a submodule."
+    )
+    return ExportError(f"torch.export could not capture the model: {type(error).__name__}: {first}\nHint: {hint}")
+
+
+def capture(model: torch.nn.Module, example_inputs: Sequence[torch.Tensor]) -> Capture:
+    """Export ``model`` on ``example_inputs`` (eval mode) to a functional ATen graph with provenance."""
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"expected a torch.nn.Module, got {type(model).__name__}")
+    root_type = f"{type(model).__module__}.{type(model).__qualname__}"
+    with eval_mode(model), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        try:
+            program = torch.export.export(model, tuple(example_inputs), strict=False)
+            # An empty decomposition table functionalises the graph (in-place ops and aliasing become
+            # pure ops) while keeping high-level ops such as linear, gelu and silu whole.
+            program = program.run_decompositions({})
+        except Exception as error:  # torch raises many types here; all mean "cannot capture"
+            raise _translate_export_failure(error) from error
+
+    signature = program.graph_signature
+    mutations = [spec for spec in signature.output_specs if spec.kind != OutputKind.USER_OUTPUT]
+    if mutations:
+        targets = ", ".join(str(spec.target) for spec in mutations)
+        raise ExportError(f"the model mutates state during forward ({targets}); xshap needs a pure forward")
+
+    param_names, input_names = [], []
+    for spec in signature.input_specs:
+        if spec.kind == InputKind.USER_INPUT:
+            input_names.append(spec.arg.name)
+        elif spec.kind in (InputKind.PARAMETER, InputKind.BUFFER, InputKind.CONSTANT_TENSOR):
+            param_names.append(spec.arg.name)
+        else:
+            raise ExportError(f"unsupported graph input kind {spec.kind.name} ({spec.arg.name})")
+
+    provenance = {
+        node.name: provenance_of(node, root_type) for node in program.graph.nodes if node.op == "call_function"
+    }
+    return Capture(program, param_names, input_names, provenance, root_type)
+
+
+def weights_of(program: ExportedProgram) -> dict[str, torch.Tensor]:
+    """Placeholder name -> tensor for every lifted parameter, buffer and constant."""
+    by_target = {**program.state_dict, **program.constants}
+    weights = {}
+    for spec in program.graph_signature.input_specs:
+        if spec.kind != InputKind.USER_INPUT:
+            weights[spec.arg.name] = by_target[spec.target]
+    return weights

@@ -1,0 +1,91 @@
+"""Turn the exported fx graph into a pure JAX function, one registered op per node."""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import jax
+import torch.fx
+
+from converters.errors import UnsupportedOperatorError
+from converters.export import Capture
+from converters.provenance import Provenance
+from converters.registry import lookup
+
+
+@dataclass(frozen=True)
+class _Step:
+    name: str
+    impl: Callable
+    args: tuple
+    kwargs: dict
+    provenance: Provenance
+
+
+class _Ref:
+    """A reference to the value of an earlier node, resolved at call time."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str):
+        self.name = name
+
+
+def _template(value):
+    """Replace fx nodes by _Ref placeholders, keep everything else as recorded."""
+    return torch.fx.node.map_aggregate(value, lambda v: _Ref(v.name) if isinstance(v, torch.fx.Node) else v)
+
+
+def _resolve(value, env: dict):
+    if isinstance(value, _Ref):
+        return env[value.name]
+    if isinstance(value, (list, tuple)):
+        return type(value)(_resolve(v, env) for v in value)
+    if isinstance(value, dict):
+        return {k: _resolve(v, env) for k, v in value.items()}
+    return value
+
+
+def _getitem(container, index):
+    return container[index]
+
+
+class GraphFunction:
+    """The exported graph as a JAX function of (params, *inputs), batch-of-one shapes as exported."""
+
+    def __init__(self, captured: Capture):
+        graph = captured.program.graph
+        steps, unknown = [], []
+        for node in graph.nodes:
+            if node.op != "call_function":
+                continue
+            provenance = captured.provenance[node.name]
+            impl = _getitem if node.target is operator.getitem else lookup(node.target)
+            if impl is None:
+                unknown.append((provenance.op, provenance))
+                continue
+            steps.append(_Step(node.name, impl, _template(node.args), _template(dict(node.kwargs)), provenance))
+        if unknown:
+            raise UnsupportedOperatorError(unknown)
+        output = next(node for node in graph.nodes if node.op == "output")
+        self.steps: list[_Step] = steps
+        self.param_names: list[str] = captured.param_names
+        self.input_names: list[str] = captured.input_names
+        self.output_refs = _template(tuple(output.args[0]))
+
+    def __call__(self, params: dict, *inputs, record: dict | None = None):
+        """Evaluate the graph; with ``record`` given, store every node's value in it by node name."""
+        if len(inputs) != len(self.input_names):
+            raise TypeError(f"expected {len(self.input_names)} input(s), got {len(inputs)}")
+        env = {name: params[name] for name in self.param_names}
+        env.update(zip(self.input_names, inputs))
+        for step in self.steps:
+            with jax.named_scope(step.provenance.layer):
+                value = step.impl(*_resolve(step.args, env), **_resolve(step.kwargs, env))
+            env[step.name] = value
+            if record is not None:
+                record[step.name] = value
+        outputs = _resolve(self.output_refs, env)
+        return outputs[0] if len(outputs) == 1 else tuple(outputs)

@@ -1,0 +1,95 @@
+"""Bad input gets a clear error naming the problem, never a silently wrong attribution."""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+import converters
+import xshap
+
+
+class TwoUnknownOps(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 4)
+
+    def forward(self, x):
+        h = torch.cumprod(self.fc(x), dim=1)
+        return torch.logcumsumexp(h, dim=1)
+
+
+def test_unknown_ops_are_listed_at_once_with_module_and_line():
+    with pytest.raises(converters.UnsupportedOperatorError) as caught:
+        converters.from_torch(TwoUnknownOps(), torch.randn(2, 4))
+    message = str(caught.value)
+    assert "aten.cumprod" in message and "aten.logcumsumexp" in message
+    assert "test_errors.py" in message and "torch.cumprod(self.fc(x), dim=1)" in message
+    assert len(caught.value.unknown) == 2
+
+
+def test_training_mode_is_converted_in_eval_with_a_warning_and_restored():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Dropout(0.5), torch.nn.ReLU())
+    model.train()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        converted = converters.from_torch(model, torch.randn(2, 3))
+    assert any("training mode" in str(w.message) for w in caught)
+    assert model.training and all(m.training for m in model.modules())
+    x = torch.randn(5, 3)
+    model.eval()
+    np.testing.assert_allclose(np.asarray(converted(x)), model(x).detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_validate_names_the_first_divergent_layer():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.Tanh(), torch.nn.Linear(5, 2)).eval()
+    converted = converters.from_torch(model, torch.randn(2, 4))
+    steps = converted.graph.steps
+    index = next(i for i, s in enumerate(steps) if s.provenance.module_path == "1")
+    steps[index] = dataclasses.replace(steps[index], impl=lambda h: jnp.tanh(h) * 1.01)  # a wrong conversion
+    report = converted.validate(torch.randn(6, 4))
+    assert not report.ok
+    assert report.first_divergent.layer == "1"
+    assert report.first_divergent.module_type.endswith("Tanh")
+    assert [layer.ok for layer in report.layers][:1] == [True]
+    with pytest.raises(converters.ConversionError, match="first divergent layer: 1"):
+        report.raise_if_failed()
+
+
+def test_model_returning_a_tuple_is_refused():
+    class Pair(torch.nn.Module):
+        def forward(self, x):
+            return x * 2, x + 1
+
+    with pytest.raises(converters.ConversionError, match="returns 2 value"):
+        xshap.DeepExplainer(Pair(), torch.randn(4, 3))
+
+
+def test_mismatched_inputs_are_refused():
+    model = torch.nn.Linear(3, 1).eval()
+    explainer = xshap.DeepExplainer(model, torch.randn(8, 3))
+    with pytest.raises(xshap.InputError, match=r"rows of shape \(4,\)"):
+        explainer.shap_values(torch.randn(2, 4))
+    with pytest.raises(xshap.InputError, match="dtype float64"):
+        explainer.shap_values(np.zeros((2, 3)))
+    with pytest.raises(xshap.InputError, match="NaN/Inf"):
+        explainer.shap_values(torch.tensor([[0.0, float("nan"), 1.0]]))
+
+
+def test_empty_background_is_refused():
+    with pytest.raises(xshap.InputError, match="empty"):
+        xshap.DeepExplainer(torch.nn.Linear(3, 1), torch.zeros(0, 3))
+
+
+def test_changed_weights_are_detected():
+    model = torch.nn.Linear(3, 1).eval()
+    explainer = xshap.DeepExplainer(model, torch.randn(8, 3))
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    with pytest.raises(xshap.InputError, match="changed after xshap converted it"):
+        explainer.shap_values(torch.randn(2, 3))

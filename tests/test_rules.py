@@ -1,0 +1,125 @@
+"""DeepLIFT rules on native JAX functions: completeness, the exact multipliers, no NaN from 0/0."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import xshap
+from xshap.transform import deeplift
+
+
+def multipliers(fn, x, r):
+    prepared = deeplift(fn, x)
+    return np.asarray(jax.jacrev(lambda xx: prepared.paired((), [xx], [r]))(x))
+
+
+UNARY = {
+    "relu": jax.nn.relu,
+    "sigmoid": jax.nn.sigmoid,
+    "tanh": jnp.tanh,
+    "softplus": jax.nn.softplus,
+    "elu": jax.nn.elu,
+    "leaky_relu": lambda z: jax.nn.leaky_relu(z, 0.1),
+    "gelu_tanh": jax.nn.gelu,
+    "gelu_exact": lambda z: jax.nn.gelu(z, approximate=False),
+    "silu": jax.nn.silu,
+    "hard_tanh": jax.nn.hard_tanh,
+    "composite": lambda z: jnp.where(z > 0, z**2, jnp.expm1(z)) + jnp.sin(z) * 0.1,
+}
+
+
+@pytest.mark.parametrize("name", sorted(UNARY))
+def test_elementwise_function_is_one_rescale_unit(name):
+    f = UNARY[name]
+    x = jnp.array([1.5, -2.0, 0.3, 4.0, -0.7])
+    r = jnp.array([-1.0, 0.5, 0.3, 1.0, -3.0])
+    m = multipliers(lambda z: f(z), x, r)
+    # the unit's multiplier is exactly Delta f / Delta z (derivative where Delta z = 0)
+    expected_diag = np.where(
+        np.abs(np.asarray(x - r)) > 0,
+        (np.asarray(f(x)) - np.asarray(f(r))) / np.where(x == r, 1, np.asarray(x - r)),
+        np.asarray(jax.vmap(jax.grad(f))(x)),
+    )
+    np.testing.assert_allclose(np.diag(m), expected_diag, rtol=2e-5, atol=2e-6)
+    np.testing.assert_allclose(m - np.diag(np.diag(m)), 0.0, atol=0)
+
+
+def _complete(fn, x, r, rtol=1e-5):
+    m = multipliers(fn, x, r)
+    phi = (np.asarray(x) - np.asarray(r)) * m
+    total = phi.reshape(phi.shape[0], -1).sum(axis=1) if phi.ndim > 1 else phi.sum()
+    expected = np.asarray(fn(x)) - np.asarray(fn(r))
+    np.testing.assert_allclose(total, expected, rtol=rtol, atol=rtol * max(1.0, np.max(np.abs(expected))))
+    return m
+
+
+def test_bilinear_product_is_the_two_player_shapley_split():
+    x, r = jnp.array([2.0, 3.0]), jnp.array([-1.0, 0.5])
+    m = multipliers(lambda z: (z[0] * z[1])[None], x, r)
+    # m_a = (b + b_r) / 2, m_b = (a + a_r) / 2
+    np.testing.assert_allclose(m[0], [(3.0 + 0.5) / 2, (2.0 - 1.0) / 2], rtol=1e-6)
+
+
+def test_division_by_an_input_dependent_tensor_is_complete():
+    _complete(
+        lambda z: jnp.stack([z[0] / (z[1] ** 2 + 1), z[2] / z[1]]),
+        jnp.array([1.0, 2.0, -3.0]),
+        jnp.array([0.5, -1.0, 1.0]),
+    )
+
+
+def test_two_input_nonlinearity_is_complete():
+    _complete(
+        lambda z: jnp.maximum(jnp.tanh(z[:2]), z[2:]),
+        jnp.array([1.0, -2.0, 0.3, 0.1]),
+        jnp.array([-1.0, 0.5, 2.0, -0.4]),
+    )
+
+
+def test_mlp_with_mixed_activations_is_complete():
+    rng = np.random.default_rng(0)
+    w1, w2 = rng.normal(size=(6, 8)).astype(np.float32), rng.normal(size=(8, 3)).astype(np.float32)
+
+    def net(z):
+        h = jax.nn.gelu(z @ w1)
+        g = jax.nn.sigmoid(z @ w1[:, ::-1])
+        return jax.nn.softplus((h * g) @ w2) - jax.nn.elu(h @ w2)
+
+    _complete(
+        net, jnp.asarray(rng.normal(size=6), jnp.float32), jnp.asarray(rng.normal(size=6), jnp.float32), rtol=1e-4
+    )
+
+
+def test_input_equal_to_reference_gives_zero_and_no_nan():
+    x = jnp.array([0.0, 1.0, -2.0])
+    m = multipliers(lambda z: jnp.stack([jax.nn.relu(z).sum(), (jax.nn.sigmoid(z) * z).sum()]), x, x)
+    assert np.all(np.isfinite(m))
+
+
+def test_missing_rules_are_listed_together():
+    def fn(z):
+        return jnp.stack([jnp.sort(z)[0], jnp.cumprod(z)[-1]])
+
+    with pytest.raises(xshap.NoRuleError) as caught:
+        deeplift(fn, jnp.ones(3))
+    assert "sort" in str(caught.value) and "cumprod" in str(caught.value)
+    assert len(caught.value.problems) == 2
+
+
+def test_explainer_on_a_jax_function_with_several_outputs_is_complete():
+    rng = np.random.default_rng(3)
+    w = rng.normal(size=(4, 2)).astype(np.float32)
+
+    def model(x):
+        return jax.nn.relu(x @ w) * jnp.tanh(x[:, :2])
+
+    background = rng.normal(size=(10, 4)).astype(np.float32)
+    X = rng.normal(size=(6, 4)).astype(np.float32)
+    explainer = xshap.DeepExplainer(model, background)
+    values = explainer.shap_values(X)
+    assert values.shape == (6, 4, 2) and explainer.expected_value.shape == (2,)
+    gaps = values.sum(axis=1) - (np.asarray(model(X)) - np.asarray(model(background)).mean(axis=0))
+    assert np.max(np.abs(gaps)) < 1e-4

@@ -1,0 +1,176 @@
+"""Read off the exported graph why a hook-based reference (shap, Captum) can go wrong.
+
+Hook-based DeepLIFT applies a rule only where a module of a known type wraps the nonlinearity, and
+stores that module's input and output on the module itself. So it misses, or gets wrong:
+- a nonlinearity called functionally (torch.nn.functional.relu, torch.sigmoid, x.tanh() ...);
+- a module instance with more than one call site (its stored tensors are overwritten);
+- a module type the reference has no rule for (it falls back to the plain gradient);
+- a product of two input-dependent tensors (no hook applies any rule to it).
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass, field
+
+# ATen op (base name) -> the module types whose hooks handle it in a hook-based reference.
+NONLINEAR_MODULES: dict[str, tuple[str, ...]] = {
+    "relu": ("ReLU",),
+    "sigmoid": ("Sigmoid",),
+    "tanh": ("Tanh",),
+    "softplus": ("Softplus",),
+    "elu": ("ELU", "SELU", "CELU"),
+    "selu": ("SELU",),
+    "celu": ("CELU",),
+    "leaky_relu": ("LeakyReLU",),
+    "gelu": ("GELU",),
+    "silu": ("SiLU",),
+    "mish": ("Mish",),
+    "hardtanh": ("Hardtanh", "ReLU6"),
+    "hardswish": ("Hardswish",),
+    "hardsigmoid": ("Hardsigmoid",),
+    "softmax": ("Softmax",),
+    "_softmax": ("Softmax",),
+    "log_softmax": ("LogSoftmax",),
+    "_log_softmax": ("LogSoftmax",),
+    "max_pool1d": ("MaxPool1d",),
+    "max_pool2d": ("MaxPool2d",),
+    "max_pool3d": ("MaxPool3d",),
+    "max_pool2d_with_indices": ("MaxPool2d",),
+    "max_pool3d_with_indices": ("MaxPool3d",),
+}
+PRODUCT_OPS = {"mul", "div", "matmul", "mm", "bmm", "einsum"}
+
+FUNCTIONAL = "functional call"
+REUSED = "reused module"
+NO_RULE = "no rule in reference"
+PRODUCT = "input-dependent product"
+
+
+@dataclass
+class Culprit:
+    """One cause of a reference's error, with every call site it has in the graph."""
+
+    kind: str
+    op: str
+    module_path: str
+    module_type: str
+    callee: str
+    references: tuple[str, ...]  # which references it affects ("shap", "captum")
+    sites: list[tuple[str, str]] = field(default_factory=list)  # (file:line, code)
+
+    @property
+    def name(self) -> str:
+        """What the user would search their code for: the callee or the module path."""
+        return self.callee or self.module_path or "<root>"
+
+    def describe(self) -> str:
+        where = self.module_path or "<root>"
+        mtype = self.module_type.rsplit(".", 1)[-1]
+        n = len(self.sites)
+        head = {
+            FUNCTIONAL: f"`{self.name}` ({self.op}) called functionally in {where} [{mtype}], no hook applies its rule",
+            REUSED: f"module `{where}` [{mtype}] ({self.op}) reused: its call sites share one set of stored tensors",
+            NO_RULE: f"module `{where}` [{mtype}] ({self.op}): no rule in {', '.join(self.references)}",
+            PRODUCT: f"`{self.op}` of two input-dependent tensors in {where} [{mtype}]: no hook applies a rule",
+        }[self.kind]
+        lines = [f"{head} ({n} call site{'s' if n != 1 else ''}; affects {', '.join(self.references)})"]
+        lines += [f"    {source}: {code}" for source, code in self.sites]
+        return "\n".join(lines)
+
+
+def base_op(op: str) -> str:
+    """'aten.relu_.default' -> 'relu'."""
+    parts = op.split(".")
+    name = parts[1] if len(parts) > 1 and parts[0] == "aten" else parts[0]
+    return name[:-1] if name.endswith("_") and not name.startswith("_") else name
+
+
+def _call_names(code: str) -> list[str]:
+    """Dotted names of the functions called on one source line, outermost first."""
+    text = code.strip()
+    for candidate in (text, text + " pass", text.removeprefix("return").strip()):
+        try:
+            tree = ast.parse(candidate)
+            break
+        except SyntaxError:
+            continue
+    else:
+        return []
+    return [ast.unparse(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)]
+
+
+def callee_of(code: str, op: str, submodules: set[str]) -> str:
+    """The expression that called ``op`` on this line: a call that is not a submodule call."""
+    candidates = [name for name in _call_names(code) if name.removeprefix("self.") not in submodules]
+    for name in candidates:
+        if op in name.rsplit(".", 1)[-1]:
+            return name
+    return candidates[0] if candidates else ""
+
+
+def find_culprits(converted, reference_tables: dict[str, dict[str, str]]) -> list[Culprit]:
+    """Every cause of a hook-based reference's error that the exported graph shows, grouped by call."""
+    provenance = converted.provenance
+    graph = converted.capture.program.graph
+    references = tuple(reference_tables)
+    call_counts: dict[str, int] = {}
+    for prov in provenance.values():
+        call_counts[prov.module_path] = max(call_counts.get(prov.module_path, 0), prov.call_index + 1)
+    submodules = _submodule_names(provenance)
+    varying = _varying_nodes(graph, converted.capture.input_names)
+
+    found: dict[tuple, Culprit] = {}
+
+    def add(kind, prov, op, refs, callee=""):
+        key = (kind, op, prov.module_path, callee)
+        culprit = found.setdefault(key, Culprit(kind, op, prov.module_path, prov.module_type, callee, refs))
+        site = (prov.source, prov.code)
+        if site not in culprit.sites:
+            culprit.sites.append(site)
+
+    for node in graph.nodes:
+        if node.op != "call_function" or node.name not in provenance:
+            continue
+        prov = provenance[node.name]
+        op = base_op(prov.op)
+        mtype = prov.module_type.rsplit(".", 1)[-1]
+        if op in PRODUCT_OPS:
+            tensors = [a for a in node.args if hasattr(a, "name")]
+            if sum(a.name in varying for a in tensors) >= 2 or (
+                op == "div" and len(tensors) == 2 and tensors[1].name in varying
+            ):
+                add(PRODUCT, prov, op, references)
+            continue
+        if op not in NONLINEAR_MODULES or node.name not in varying:
+            continue
+        if mtype in NONLINEAR_MODULES[op] and prov.module_type.startswith("torch.nn."):
+            if call_counts.get(prov.module_path, 1) > 1:
+                add(REUSED, prov, op, references)
+            lacking = tuple(
+                name for name, table in reference_tables.items() if table.get(mtype) in (None, "passthrough")
+            )
+            if lacking:
+                add(NO_RULE, prov, op, lacking)
+        else:
+            add(FUNCTIONAL, prov, op, references, callee_of(prov.code, op, submodules.get(prov.module_path, set())))
+    return list(found.values())
+
+
+def _submodule_names(provenance) -> dict[str, set[str]]:
+    """module path -> names of its direct submodules that appear in the graph."""
+    children: dict[str, set[str]] = {}
+    for prov in provenance.values():
+        parts = prov.module_path.split(".") if prov.module_path else []
+        for depth in range(len(parts)):
+            children.setdefault(".".join(parts[:depth]), set()).add(parts[depth])
+    return children
+
+
+def _varying_nodes(graph, input_names: list[str]) -> set[str]:
+    """Names of the nodes that depend on the user inputs."""
+    varying = set(input_names)
+    for node in graph.nodes:
+        if node.op == "call_function" and any(a.name in varying for a in node.all_input_nodes):
+            varying.add(node.name)
+    return varying

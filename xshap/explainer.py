@@ -1,0 +1,150 @@
+"""DeepExplainer: DeepSHAP, the DeepLIFT multipliers averaged over a background, jit-compiled."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from xshap.data import as_input_list, check_background, check_inputs
+from xshap.errors import InputError, XShapIncompleteError
+from xshap.model import ExplainedModel, wrap_model
+from xshap.transform import DeepLift
+
+DEFAULT_MAX_MEMORY = 1 << 30  # bytes of intermediates per chunk of explained rows
+
+
+def completeness_tolerance(dtype, *scales) -> np.ndarray:
+    """The agreed tolerance on |sum(phi) - (f(x) - E f)|: 1e-4 (float32) or 1e-9 (float64) relative."""
+    rtol = 1e-9 if np.dtype(dtype) == np.float64 else 1e-4
+    scale = np.ones(np.broadcast_shapes(*(np.shape(s) for s in scales)))
+    for s in scales:
+        scale = np.maximum(scale, np.abs(s))
+    return rtol * scale
+
+
+@dataclass
+class Attribution:
+    """DeepSHAP values with what they should add up to.
+
+    values: one array per input, each (N, n_outputs, *row_shape).
+    outputs: f(x), (N, n_outputs). expected_value: E f(background), (n_outputs,).
+    gaps: sum(phi) - (f(x) - E f), (N, n_outputs); tolerance: the allowed |gap|, same shape.
+    """
+
+    values: list[np.ndarray]
+    outputs: np.ndarray
+    expected_value: np.ndarray
+    gaps: np.ndarray
+    tolerance: np.ndarray
+
+    def shap_layout(self, several_inputs: bool):
+        """shap 0.51's layout: (N, *row_shape, n_outputs) per input; a list for several inputs."""
+        arrays = [np.moveaxis(v, 1, -1) for v in self.values]
+        return arrays if several_inputs else arrays[0]
+
+
+class DeepExplainer:
+    """DeepSHAP for a torch model (converted with torch.export) or a JAX callable, shap's API.
+
+    ``model``: a ``torch.nn.Module`` or a JAX function of batched inputs (a Flax module included),
+    returning (batch,) or (batch, n_outputs). ``data``: the background, an array or tensor with rows on
+    the leading axis, or a list/tuple of them for several inputs.
+    ``batch_size``: explained rows per compiled chunk; by default chosen to keep intermediates under
+    ``max_memory`` bytes.
+    """
+
+    def __init__(self, model, data, *, batch_size: int | None = None, max_memory: int = DEFAULT_MAX_MEMORY):
+        background, self.multi_input = as_input_list(data)
+        check_background(background)
+        self._background_np = background
+        self.model: ExplainedModel = wrap_model(model, background)
+        self._deeplift = DeepLift(self.model.fn, self.model.params, [b[0] for b in background])
+        self.background = [jnp.asarray(b) for b in background]
+        self.batch_size = batch_size
+        self.max_memory = max_memory
+        self._forward = jax.jit(
+            jax.vmap(lambda params, *rows: self.model.fn(params, *rows), in_axes=(None,) + (0,) * len(background))
+        )
+        self._chunk = jax.jit(self._explain_chunk)
+        background_out = np.asarray(self._forward(self.model.params, *self.background))
+        self.n_outputs = background_out.shape[1]
+        self.expected_value = background_out.mean(axis=0)
+
+    # -- the computation --------------------------------------------------------------------------------
+    def _explain_chunk(self, params, xs: tuple, background: tuple) -> tuple:
+        """phi for a chunk of rows: mean over the background of (x - r) * m(x, r), per output."""
+
+        def per_pair(x_rows, r_rows):
+            jacobian = jax.jacrev(lambda rows: self._deeplift.paired(params, rows, r_rows))(tuple(x_rows))
+            return tuple((x - r)[None] * m for x, r, m in zip(x_rows, r_rows, jacobian))
+
+        def per_row(x_rows):
+            contributions = jax.vmap(per_pair, in_axes=(None, 0))(x_rows, background)
+            return tuple(c.mean(axis=0) for c in contributions)
+
+        return jax.vmap(per_row)(xs)
+
+    def chunk_rows(self) -> int:
+        """Explained rows per compiled chunk."""
+        if self.batch_size is not None:
+            return max(1, int(self.batch_size))
+        program = self._deeplift.program
+        bytes_per_pair = sum(math.prod(a.shape) * a.dtype.itemsize for a in program.avals.values())
+        per_row = max(1, bytes_per_pair * len(self._background_np[0]) * self.n_outputs * 3)
+        return int(max(1, min(1024, self.max_memory // per_row)))
+
+    def explain(self, X, *, check_additivity: bool = True) -> Attribution:
+        """DeepSHAP values of the rows of ``X`` with their outputs and completeness gaps."""
+        arrays, several = as_input_list(X)
+        if several != self.multi_input:
+            raise InputError(
+                f"the explainer was built with {'several inputs' if self.multi_input else 'one input'}; pass X the same way"
+            )
+        check_inputs(arrays, self._background_np)
+        self.model.check_unchanged()
+        n = arrays[0].shape[0]
+        size = self.chunk_rows()
+        pieces: list[list[np.ndarray]] = [[] for _ in arrays]
+        for start in range(0, n, size):
+            chunk = [a[start : start + size] for a in arrays]
+            rows = chunk[0].shape[0]
+            padded = min(size, 1 << (rows - 1).bit_length())  # a few compiled shapes, not one per N
+            if padded > rows:
+                chunk = [np.concatenate([c, np.repeat(c[:1], padded - rows, axis=0)]) for c in chunk]
+            values = self._chunk(self.model.params, tuple(jnp.asarray(c) for c in chunk), tuple(self.background))
+            for piece, value in zip(pieces, values):
+                piece.append(np.asarray(value)[:rows])
+        values = [np.concatenate(p) for p in pieces]
+        outputs = np.asarray(self._forward(self.model.params, *(jnp.asarray(a) for a in arrays)))
+        total = sum(v.reshape(n, self.n_outputs, -1).sum(axis=2) for v in values)
+        gaps = total - (outputs - self.expected_value)
+        tolerance = completeness_tolerance(outputs.dtype, outputs, self.expected_value)
+        attribution = Attribution(values, outputs, self.expected_value, gaps, tolerance)
+        if check_additivity:
+            _raise_if_incomplete(attribution)
+        return attribution
+
+    def shap_values(self, X, *, check_additivity: bool = True):
+        """shap.DeepExplainer.shap_values: (N, *row_shape, n_outputs) per input (a list for several)."""
+        return self.explain(X, check_additivity=check_additivity).shap_layout(self.multi_input)
+
+
+def _raise_if_incomplete(attribution: Attribution) -> None:
+    bad = np.abs(attribution.gaps) > attribution.tolerance
+    if bad.any():
+        row, output = (int(i) for i in np.argwhere(bad)[0])
+        raise XShapIncompleteError(
+            f"xshap's attributions do not add up for {int(bad.sum())} (row, output) pair(s); first: row {row}, "
+            f"output {output}: gap {attribution.gaps[row, output]:.3e} > {attribution.tolerance[row, output]:.1e}. "
+            "This is a bug in xshap, not a property of the model: please report it with the model."
+        )
+
+
+def explain_function(fn: Callable, background, X, **options) -> np.ndarray:
+    """DeepSHAP values of a JAX function in shap's layout (a convenience around DeepExplainer)."""
+    return DeepExplainer(fn, background, **options).shap_values(X)

@@ -1,0 +1,156 @@
+"""The cross-check report: per sample and output, each implementation's completeness gap, the
+difference between xshap and each reference, the verdict; and the culprits read from the graph."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+AGREE = "AGREE"
+REFERENCE_INCOMPLETE = "REFERENCE_INCOMPLETE"
+RULE_DIFFERENCE = "RULE_DIFFERENCE"
+REFERENCE_ERROR = "REFERENCE_ERROR"
+
+
+@dataclass
+class ReferenceComparison:
+    """One reference against xshap. Arrays are (N, n_outputs); None where the reference raised."""
+
+    name: str
+    seconds: float
+    error: str | None = None
+    gaps: np.ndarray | None = None
+    max_abs_diff: np.ndarray | None = None
+    verdicts: np.ndarray | None = None
+
+    @property
+    def verdict(self) -> str:
+        """The worst verdict over all samples and outputs."""
+        if self.error is not None:
+            return REFERENCE_ERROR
+        for verdict in (REFERENCE_INCOMPLETE, RULE_DIFFERENCE):
+            if np.any(self.verdicts == verdict):
+                return verdict
+        return AGREE
+
+    def count(self, verdict: str) -> int:
+        return 0 if self.verdicts is None else int(np.sum(self.verdicts == verdict))
+
+
+@dataclass
+class CrosscheckReport:
+    model_name: str
+    outputs: np.ndarray  # f(x), (N, n_outputs)
+    expected_value: np.ndarray  # (n_outputs,)
+    xshap_values: list[np.ndarray]  # per input, (N, n_outputs, *row_shape)
+    xshap_gaps: np.ndarray  # (N, n_outputs)
+    tolerance: np.ndarray  # (N, n_outputs): allowed |gap| and |difference|
+    references: list[ReferenceComparison]
+    culprits: list = field(default_factory=list)
+    validation: object | None = None  # converters.ValidationReport for torch models
+    n_background: int = 0
+    xshap_seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def reference(self, prefix: str) -> ReferenceComparison:
+        """The comparison whose name starts with ``prefix`` ("shap", "captum")."""
+        for comparison in self.references:
+            if comparison.name.split()[0] == prefix:
+                return comparison
+        raise KeyError(f"no reference {prefix!r} in this report (have: {[r.name for r in self.references]})")
+
+    def rows(self) -> list[dict]:
+        """One record per sample and output: everything the report knows about it."""
+        records = []
+        n, n_out = self.outputs.shape
+        for i in range(n):
+            for o in range(n_out):
+                record = {
+                    "sample": i,
+                    "output": o,
+                    "f(x)": float(self.outputs[i, o]),
+                    "E f": float(self.expected_value[o]),
+                    "gap xshap": float(self.xshap_gaps[i, o]),
+                }
+                for ref in self.references:
+                    key = ref.name.split()[0]
+                    if ref.error is None:
+                        record[f"gap {key}"] = float(ref.gaps[i, o])
+                        record[f"max |xshap - {key}|"] = float(ref.max_abs_diff[i, o])
+                        record[f"verdict {key}"] = str(ref.verdicts[i, o])
+                    else:
+                        record[f"verdict {key}"] = REFERENCE_ERROR
+                records.append(record)
+        return records
+
+    # -- text -------------------------------------------------------------------------------------------
+    def __str__(self) -> str:
+        return self.to_text()
+
+    def to_text(self, max_rows: int = 12) -> str:
+        n, n_out = self.outputs.shape
+        lines = [
+            f"xshap crosscheck: {self.model_name} — {n} sample(s) x {n_out} output(s), background {self.n_background} rows",
+        ]
+        if self.validation is not None:
+            worst = max((layer.max_rel_diff for layer in self.validation.layers), default=0.0)
+            lines.append(
+                f"conversion check: {len(self.validation.layers)} layer call(s), max rel diff {worst:.1e} "
+                f"vs torch ({'OK' if self.validation.ok else 'MISMATCH'})"
+            )
+        lines.append(
+            f"xshap: complete, max |gap| {np.max(np.abs(self.xshap_gaps)):.2e} "
+            f"(tolerance {np.min(self.tolerance):.1e}..{np.max(self.tolerance):.1e}), {self.xshap_seconds:.2f}s"
+        )
+        lines += [
+            "",
+            f"  {'reference':<16} {'verdict':<22} {'max |gap|':>10} {'incomplete':>11} {'max |diff|':>11} {'time':>7}",
+        ]
+        for ref in self.references:
+            if ref.error is not None:
+                lines.append(f"  {ref.name:<16} {REFERENCE_ERROR:<22} raised: {_shorten(ref.error, 90)}")
+                continue
+            incomplete = ref.count(REFERENCE_INCOMPLETE)
+            lines.append(
+                f"  {ref.name:<16} {ref.verdict:<22} {np.max(np.abs(ref.gaps)):>10.3g} "
+                f"{incomplete:>5}/{ref.gaps.size:<5} {np.max(ref.max_abs_diff):>11.3g} {ref.seconds:>6.2f}s"
+            )
+        lines += self._culprit_lines()
+        lines += self._row_lines(max_rows)
+        lines += [f"note: {note}" for note in self.notes]
+        return "\n".join(lines)
+
+    def _culprit_lines(self) -> list[str]:
+        if not self.culprits:
+            return ["", "culprits: none found in the graph (every nonlinearity is a hooked module used once)"]
+        lines = ["", "culprits (read from the exported graph):"]
+        for culprit in self.culprits:
+            lines.append("  - " + culprit.describe().replace("\n", "\n  "))
+        return lines
+
+    def _row_lines(self, max_rows: int) -> list[str]:
+        n, n_out = self.outputs.shape
+        refs = [r for r in self.references if r.error is None]
+        header = f"  {'sample':>6} {'out':>3} {'f(x)':>10} {'E f':>10} {'gap xshap':>10}"
+        for ref in refs:
+            key = ref.name.split()[0]
+            header += f" {'gap ' + key:>11} {'|diff| ' + key:>12} {'verdict ' + key:<22}"
+        lines = ["", "per sample and output:", header]
+        shown = 0
+        for i in range(n):
+            for o in range(n_out):
+                if shown == max_rows:
+                    lines.append(f"  ... {n * n_out - shown} more (report.rows() has them all)")
+                    return lines
+                row = f"  {i:>6} {o:>3} {self.outputs[i, o]:>10.4g} {self.expected_value[o]:>10.4g} {self.xshap_gaps[i, o]:>10.2e}"
+                for ref in refs:
+                    row += f" {ref.gaps[i, o]:>11.4g} {ref.max_abs_diff[i, o]:>12.4g} {ref.verdicts[i, o]:<22}"
+                lines.append(row)
+                shown += 1
+        return lines
+
+
+def _shorten(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"

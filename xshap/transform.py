@@ -1,0 +1,154 @@
+"""deeplift(fn): evaluate a JAX function on (input, reference) pairs with the DeepLIFT rules.
+
+The function is traced once to a jaxpr, flattened (xshap.program) and analysed (xshap.analysis). The
+paired evaluation returns the function's value on the input whose derivative with respect to the input
+is the DeepLIFT multiplier: ``jax.jacrev`` of it gives m, and phi = (x - r) * m.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from xshap import rules
+from xshap.analysis import Analysis, Unit, analyse
+from xshap.errors import NoRuleError
+from xshap.program import Const, Program, flatten
+from xshap.rules import Paired, bind, bind_both, operand
+from xshap.rules.rescale import rescale
+
+
+def _is_float(aval) -> bool:
+    return jnp.issubdtype(aval.dtype, jnp.inexact)
+
+
+class DeepLift:
+    """A function of (params, *rows) prepared for DeepLIFT on its rows.
+
+    ``params`` is a pytree of constants (weights); the rows are the explained inputs. The function is
+    traced once for the shapes of ``example_rows``.
+    """
+
+    def __init__(self, fn: Callable, params, example_rows: Sequence):
+        self.fn = fn
+        flat_params, self._params_tree = jax.tree_util.tree_flatten(params)
+        self._n_params = len(flat_params)
+        closed = jax.make_jaxpr(lambda p, *rows: fn(jax.tree_util.tree_unflatten(self._params_tree, p), *rows))(
+            flat_params, *example_rows
+        )
+        outputs = closed.out_avals
+        if len(outputs) != 1:
+            raise TypeError(f"the explained function must return one array, it returns {len(outputs)} values")
+        self.output_aval = outputs[0]
+        self.program: Program = flatten(closed)
+        varying_inputs = self.program.inputs[self._n_params :]
+        self.analysis: Analysis = analyse(_with_inputs(self.program, varying_inputs))
+        self._check_rules()
+
+    # -- checks -----------------------------------------------------------------------------------------
+    def _check_rules(self) -> None:
+        """Every varying equation outside a unit needs a rule: list every one that has none, at once."""
+        missing = []
+        for eqn in self.program.eqns:
+            if id(eqn) in self.analysis.units or not self._varying(eqn):
+                continue
+            if not any(_is_float(self.program.avals[o]) for o in eqn.outputs):
+                continue  # integer/boolean results carry no gradient
+            if rules.lookup(eqn.name) is None:
+                missing.append((eqn.name, eqn.scope, "no DeepLIFT rule for this primitive"))
+        if missing:
+            raise NoRuleError(missing)
+
+    def _varying(self, eqn) -> bool:
+        return any(isinstance(a, int) and a in self.analysis.varying for a in eqn.inputs)
+
+    # -- evaluation -------------------------------------------------------------------------------------
+    def paired(self, params, xs: Sequence[jax.Array], rs: Sequence[jax.Array]) -> jax.Array:
+        """The function's value at the inputs ``xs``, differentiable into DeepLIFT multipliers w.r.t. ``xs``."""
+        program = self.program
+        flat_params = jax.tree_util.tree_leaves(params)
+        env: dict[int, object] = dict(program.consts)
+        env.update(zip(program.inputs[: self._n_params], flat_params))
+        env.update((i, Paired(x, r)) for i, x, r in zip(program.inputs[self._n_params :], xs, rs))
+        varying = self.analysis.varying
+
+        # Constants first: they never depend on the inputs, and units may need any of them.
+        for eqn in program.eqns:
+            if not self._varying(eqn):
+                for out, value in zip(eqn.outputs, bind(eqn, [_value(env, a) for a in eqn.inputs])):
+                    env[out] = value
+
+        done: set[int] = set()
+        for eqn in program.eqns:
+            if not self._varying(eqn):
+                continue
+            unit = self.analysis.units.get(id(eqn))
+            if unit is not None:
+                if id(unit) not in done:
+                    done.add(id(unit))
+                    _evaluate_unit(unit, env, varying, program)
+                continue
+            args = [_value(env, a) for a in eqn.inputs]
+            if not any(_is_float(program.avals[o]) for o in eqn.outputs):
+                outs = bind_both(eqn, args)
+            else:
+                outs = rules.lookup(eqn.name)(eqn, args)
+            env.update(zip(eqn.outputs, outs))
+
+        (result,) = [_value(env, a) for a in program.outputs]
+        if isinstance(result, Paired):
+            return result.x
+        return jnp.asarray(result)  # does not depend on the inputs: zero multipliers
+
+    def __call__(self, params, *rows):
+        return self.fn(params, *rows)
+
+
+def _with_inputs(program: Program, varying_inputs: list[int]) -> Program:
+    """The same program, with only ``varying_inputs`` counted as explained inputs."""
+    return Program(varying_inputs, program.consts, program.eqns, program.outputs, program.avals)
+
+
+def _value(env, atom):
+    return atom if isinstance(atom, Const) else env[atom]
+
+
+def _evaluate_unit(unit: Unit, env: dict, varying: set[int], program: Program) -> None:
+    """Evaluate an elementwise unit: directly when affine, otherwise as one Rescale."""
+    root = env[unit.root]
+    if unit.linear:
+        for eqn in unit.eqns:
+            env.update(zip(eqn.outputs, bind_both(eqn, [_value(env, a) for a in eqn.inputs])))
+        return
+
+    const_ids = sorted({a for eqn in unit.eqns for a in eqn.inputs if isinstance(a, int) and a not in varying})
+    float_outputs = [o for o in unit.outputs if _is_float(program.avals[o])]
+    other_outputs = [o for o in unit.outputs if o not in float_outputs]
+
+    def run(z, *consts, wanted=float_outputs):
+        local = {unit.root: z, **dict(zip(const_ids, consts))}
+        for eqn in unit.eqns:
+            local.update(
+                zip(eqn.outputs, bind(eqn, [operand(a) if isinstance(a, Const) else local[a] for a in eqn.inputs]))
+            )
+        return tuple(local[o] for o in wanted)
+
+    consts = [env[i] for i in const_ids]
+    if float_outputs:
+        xs = rescale(run, root.x, root.r, consts)
+        rs = run(root.r, *consts)
+        env.update((o, Paired(x, r)) for o, x, r in zip(float_outputs, xs, rs))
+    if other_outputs:
+        xs = run(root.x, *consts, wanted=other_outputs)
+        rs = run(root.r, *consts, wanted=other_outputs)
+        env.update((o, Paired(x, r)) for o, x, r in zip(other_outputs, xs, rs))
+
+
+def deeplift(fn: Callable, *example_rows, params=()) -> DeepLift:
+    """Prepare ``fn(*rows)`` (or ``fn(params, *rows)`` when ``params`` is given) for DeepLIFT."""
+    if params == ():
+        return DeepLift(lambda _p, *rows: fn(*rows), (), [np.asarray(r) for r in example_rows])
+    return DeepLift(fn, params, [np.asarray(r) for r in example_rows])
