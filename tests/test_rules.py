@@ -123,3 +123,46 @@ def test_explainer_on_a_jax_function_with_several_outputs_is_complete():
     assert values.shape == (6, 4, 2) and explainer.expected_value.shape == (2,)
     gaps = values.sum(axis=1) - (np.asarray(model(X)) - np.asarray(model(background)).mean(axis=0))
     assert np.max(np.abs(gaps)) < 1e-4
+
+
+def _random(shape, seed):
+    return jnp.asarray(np.random.default_rng(seed).normal(size=shape), jnp.float32)
+
+
+MAX_LIKE = {
+    "max_pool_2x2": lambda z: jax.lax.reduce_window(z, -jnp.inf, jax.lax.max, (1, 2, 2), (1, 2, 2), "VALID").ravel(),
+    "max_pool_overlapping_padded": lambda z: jax.lax.reduce_window(
+        jax.nn.relu(z), -jnp.inf, jax.lax.max, (1, 3, 3), (1, 2, 2), ((0, 0), (1, 1), (1, 1))
+    ).ravel(),
+    "max_and_min_over_axes": lambda z: jnp.concatenate([jnp.max(z, axis=(1, 2)), jnp.min(z, axis=2).ravel()]),
+    "softmax": lambda z: jax.nn.softmax(z.ravel())[:6],
+    "log_softmax_axis": lambda z: jax.nn.log_softmax(z, axis=1).ravel()[:6],
+}
+
+
+@pytest.mark.parametrize("name", sorted(MAX_LIKE))
+def test_max_pooling_reductions_and_softmax_are_complete(name):
+    _complete(MAX_LIKE[name], _random((2, 6, 6), 0), _random((2, 6, 6), 1))
+
+
+def test_max_rule_routes_to_the_argmax_of_input_and_reference():
+    x, r = jnp.array([3.0, 1.0, 0.0]), jnp.array([0.0, 2.0, 0.5])
+    m = multipliers(lambda z: jnp.max(z)[None], x, r)
+    # Delta y = 1: [max(3, 2) - 2] = 1 to x's argmax (index 0), [3 - max(3, 2)] = 0 to r's argmax (index 1)
+    phi = (np.asarray(x) - np.asarray(r)) * m[0]
+    np.testing.assert_allclose(phi, [1.0, 0.0, 0.0], atol=1e-6)
+
+
+def test_scan_is_unrolled_and_gated_recurrence_is_complete():
+    w, u = _random((3, 4), 2), _random((4, 4), 3) * 0.5
+
+    def rnn(x):
+        def step(h, x_t):
+            gate = jax.nn.sigmoid(x_t @ w)
+            h = gate * h + (1 - gate) * jnp.tanh(x_t @ w + h @ u)
+            return h, h.sum()
+
+        h, ys = jax.lax.scan(step, jnp.zeros(4), x)
+        return jnp.concatenate([h, ys])
+
+    _complete(rnn, _random((5, 3), 4), _random((5, 3), 5), rtol=1e-4)
