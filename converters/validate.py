@@ -67,13 +67,19 @@ class ValidationReport:
 
 
 def relative_difference(mine: np.ndarray, reference: np.ndarray) -> float:
-    """max |mine - reference| / max |reference| (exact equality for integer and boolean values)."""
+    """max |mine - reference| / max |reference| over finite values (exact match for integers, booleans and
+    non-finite entries: equal infinities count as no difference, any other non-finite mismatch as inf)."""
     mine, reference = np.asarray(mine), np.asarray(reference)
     if mine.shape != reference.shape:
         return float("inf")
     if reference.dtype.kind in "biu":
         return 0.0 if np.array_equal(mine, reference) else float("inf")
     mine, reference = mine.astype(np.float64), reference.astype(np.float64)
+    finite = np.isfinite(mine) & np.isfinite(reference)
+    same_nonfinite = (mine == reference) | (np.isnan(mine) & np.isnan(reference))
+    if np.any(~finite & ~same_nonfinite):
+        return float("inf")
+    mine, reference = mine[finite], reference[finite]
     scale = max(float(np.max(np.abs(reference), initial=0.0)), float(np.max(np.abs(mine), initial=0.0)))
     if scale == 0.0:
         return 0.0

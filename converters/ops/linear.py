@@ -13,11 +13,13 @@ def linear(x, weight, bias=None):
     return y if bias is None else y + bias
 
 
-@register("aten.addmm")
+@register("aten.addmm", "aten.baddbmm")
 def addmm(bias, a, b, *, beta=1, alpha=1):
     product = jnp.matmul(a, b)
     if alpha != 1:
         product = alpha * product
+    if beta == 0:  # torch ignores the bias then (even NaN/Inf in it)
+        return product
     return product + (bias if beta == 1 else beta * bias)
 
 
