@@ -299,69 +299,41 @@ def triu(x, diagonal=0):
 # -- comparisons and logic -----------------------------------------------------------------------------------------
 
 
-@register("aten.gt")
-def gt(a, b):
-    return jnp.greater(a, b)
+# Comparisons and logic: torch op -> the jnp function with the same semantics (all overloads).
+_ELEMENTWISE_BINARY = {
+    "aten.gt": jnp.greater,
+    "aten.ge": jnp.greater_equal,
+    "aten.lt": jnp.less,
+    "aten.le": jnp.less_equal,
+    "aten.eq": jnp.equal,
+    "aten.ne": jnp.not_equal,
+    "aten.logical_and": jnp.logical_and,
+    "aten.logical_or": jnp.logical_or,
+    "aten.logical_xor": jnp.logical_xor,
+    "aten.bitwise_and": jnp.bitwise_and,
+    "aten.__and__": jnp.bitwise_and,
+    "aten.bitwise_or": jnp.bitwise_or,
+    "aten.__or__": jnp.bitwise_or,
+    "aten.bitwise_xor": jnp.bitwise_xor,
+    "aten.__xor__": jnp.bitwise_xor,
+}
 
 
-@register("aten.ge")
-def ge(a, b):
-    return jnp.greater_equal(a, b)
+def _binary(fn):
+    def impl(a, b):
+        return fn(a, b)
+
+    impl.__name__ = fn.__name__
+    return impl
 
 
-@register("aten.lt")
-def lt(a, b):
-    return jnp.less(a, b)
-
-
-@register("aten.le")
-def le(a, b):
-    return jnp.less_equal(a, b)
-
-
-@register("aten.eq")
-def eq(a, b):
-    return jnp.equal(a, b)
-
-
-@register("aten.ne")
-def ne(a, b):
-    return jnp.not_equal(a, b)
-
-
-@register("aten.logical_and")
-def logical_and(a, b):
-    return jnp.logical_and(a, b)
-
-
-@register("aten.logical_or")
-def logical_or(a, b):
-    return jnp.logical_or(a, b)
-
-
-@register("aten.logical_xor")
-def logical_xor(a, b):
-    return jnp.logical_xor(a, b)
+for _name, _fn in _ELEMENTWISE_BINARY.items():
+    register(_name)(_binary(_fn))
 
 
 @register("aten.logical_not")
 def logical_not(x):
     return jnp.logical_not(x)
-
-
-@register("aten.bitwise_and", "aten.__and__")
-def bitwise_and(a, b):
-    return jnp.bitwise_and(a, b)
-
-
-@register("aten.bitwise_or", "aten.__or__")
-def bitwise_or(a, b):
-    return jnp.bitwise_or(a, b)
-
-
-@register("aten.bitwise_xor", "aten.__xor__")
-def bitwise_xor(a, b):
-    return jnp.bitwise_xor(a, b)
 
 
 @register("aten.bitwise_not")
