@@ -3,7 +3,8 @@
 Written so that the DeepLIFT rules see the primitives they know: max pooling is one
 ``lax.reduce_window`` with ``lax.max`` and an initial value of -inf (reduce_window_max), average
 pooling a ``lax.reduce_window`` sum (reduce_window_sum) divided by a constant count, and adaptive
-pooling with uneven windows ``jnp.mean`` / ``jnp.max`` over static slices, stacked. The indices of the
+pooling with uneven windows sums (divided by constant counts) or ``jnp.max`` over static slices, stacked.
+Adaptive pooling with even windows is a plain max or average pooling. The indices of the
 ``*_with_indices`` ops (integers, no gradient) come from an argmax over the extracted windows; they are
 the flat index of the maximum within each channel's spatial plane, as torch returns them.
 """
@@ -86,20 +87,12 @@ class _Windows:
 
 
 def _lowest(dtype):
-    dtype = np.dtype(dtype)
-    if np.issubdtype(dtype, np.floating) or dtype == jnp.bfloat16:
+    """The identity of max: -inf for floating dtypes, the smallest value for integers."""
+    if jnp.issubdtype(dtype, jnp.floating):
         return -np.inf
-    if dtype == np.bool_:
+    if jnp.issubdtype(dtype, jnp.bool_):
         return False
-    return np.iinfo(dtype).min
-
-
-def _flat_index(coords, sizes):
-    """Row-major flat index of per-axis coordinates within a plane of ``sizes``."""
-    flat = coords[0]
-    for coord, size in zip(coords[1:], sizes[1:]):
-        flat = flat * size + coord
-    return flat
+    return jnp.iinfo(dtype).min
 
 
 def _torch_argmax(values, axis: int):
@@ -113,6 +106,55 @@ def _torch_argmax(values, axis: int):
     return jnp.where(jnp.any(nan, axis=axis), last_nan, first)
 
 
+def _window_table(per_axis, sizes):
+    """Combine per-axis window tables into flat ones over the spatial plane.
+
+    ``per_axis[a]`` is (coords, first): coords (out_a, k_a) the coordinate of every window element
+    along axis a (outside [0, size) for padding), first (out_a,) the window's first real coordinate.
+    Returns (positions, report), both (*out, K) with K the window elements in row-major order:
+    positions the element's flat index in the plane, or the plane size for padding; report the flat
+    index torch reports when that element is the maximum (for padding: the window's first real element,
+    which torch keeps when no element beats -inf).
+    """
+    n = len(sizes)
+    out = tuple(coords.shape[0] for coords, _ in per_axis)
+    kernel = tuple(coords.shape[1] for coords, _ in per_axis)
+    flat = np.zeros(out + kernel, np.int64)
+    valid = np.ones(out + kernel, bool)
+    fallback = np.zeros(out, np.int64)
+    for axis, ((coords, first), size) in enumerate(zip(per_axis, sizes)):
+        shape = [1] * (2 * n)
+        shape[axis], shape[n + axis] = coords.shape
+        flat = flat * size + np.reshape(coords, shape)
+        valid &= np.reshape((coords >= 0) & (coords < size), shape)
+        fallback = fallback * size + np.reshape(first, shape[:n])
+    plane = math.prod(sizes)
+    fallback = np.broadcast_to(np.reshape(fallback, out + (1,) * n), flat.shape)
+    positions = np.where(valid, flat, plane).reshape(out + (-1,))
+    report = np.where(valid, flat, fallback).reshape(out + (-1,))
+    return positions, report
+
+
+def _indices_of_maxima(x, n: int, positions: np.ndarray, report: np.ndarray):
+    """torch's index of every window's maximum, windows given by a constant table (see _window_table)."""
+    lead = x.shape[: x.ndim - n]
+    plane = jnp.reshape(x, lead + (-1,))
+    # one -inf element after the plane stands for every padding position
+    plane = jnp.pad(plane, [(0, 0)] * len(lead) + [(0, 1)], constant_values=np.array(_lowest(x.dtype), x.dtype))
+    windows = lax.gather(
+        plane,
+        jnp.asarray(positions[..., None].astype(np.int32)),
+        lax.GatherDimensionNumbers(
+            offset_dims=tuple(range(len(lead))), collapsed_slice_dims=(len(lead),), start_index_map=(len(lead),)
+        ),
+        slice_sizes=lead + (1,),
+        mode=lax.GatherScatterMode.PROMISE_IN_BOUNDS,
+    )  # (*lead, *out, K)
+    choice = _torch_argmax(windows, axis=-1)
+    one_hot = jnp.arange(report.shape[-1]) == choice[..., None]
+    return jnp.sum(one_hot * report.astype(_index_dtype()), axis=-1)
+
+
 # -- max pooling ---------------------------------------------------------------------------------------------
 
 
@@ -120,44 +162,16 @@ def _max_pool_values(x, w: _Windows):
     return w.reduce(x, np.array(_lowest(x.dtype), x.dtype), lax.max)
 
 
-def _window_elements(x, w: _Windows):
-    """Every window's elements on a new last axis, in row-major kernel order: (*lead, *out, prod(kernel))."""
-    lead = x.shape[: w.lead]
-    tiling = all(
-        s == k and d == 1 and p == 0 and o * k <= size
-        for size, k, s, p, d, o in zip(w.sizes, w.kernel, w.stride, w.padding, w.dilation, w.out)
-    )
-    if tiling:  # disjoint windows that tile the input: a reshape and a transpose
-        x = x[(Ellipsis, *(slice(0, o * k) for o, k in zip(w.out, w.kernel)))]
-        x = jnp.reshape(x, lead + tuple(itertools.chain.from_iterable(zip(w.out, w.kernel))))
-        spatial = [w.lead + 2 * axis for axis in range(w.n)] + [w.lead + 2 * axis + 1 for axis in range(w.n)]
-        x = jnp.transpose(x, tuple(range(w.lead)) + tuple(spatial))
-        return jnp.reshape(x, lead + w.out + (-1,))
-    lowest = np.array(_lowest(x.dtype), x.dtype)
-    padded = jnp.pad(x, [(0, 0)] * w.lead + list(w.pads), constant_values=lowest)
-    patches = []
-    for offsets in itertools.product(*(range(k) for k in w.kernel)):
-        index = tuple(
-            slice(o * d, o * d + (out - 1) * s + 1, s) for o, d, s, out in zip(offsets, w.dilation, w.stride, w.out)
-        )
-        patches.append(padded[(Ellipsis, *index)])
-    return jnp.stack(patches, axis=-1)
-
-
 def _max_pool_indices(x, w: _Windows):
     """Flat index (within the spatial plane) of every window's maximum, the element torch picks."""
-    choice = _torch_argmax(_window_elements(x, w), axis=-1)  # kernel position of the maximum
-    coords = []
-    for axis in range(w.n):
-        inner = math.prod(w.kernel[axis + 1 :])
-        offset = (choice // inner) % w.kernel[axis]
-        shape = [1] * w.n
-        shape[axis] = w.out[axis]
-        start = np.reshape(np.arange(w.out[axis]) * w.stride[axis] - w.padding[axis], shape)
-        # A window whose real elements are all -inf would point into the padding: torch keeps the
-        # window's first in-bounds element then, which clipping gives.
-        coords.append(jnp.clip(start + offset * w.dilation[axis], 0, w.sizes[axis] - 1))
-    return _flat_index(coords, w.sizes).astype(_index_dtype())
+    per_axis = []
+    for k, s, p, d, o in zip(w.kernel, w.stride, w.padding, w.dilation, w.out):
+        start = np.arange(o) * s - p
+        coords = start[:, None] + np.arange(k)[None, :] * d
+        # torch starts each window at its first element on the dilation grid that is not padding
+        first = start + np.maximum(-start + d - 1, 0) // d * d
+        per_axis.append((coords, first))
+    return _indices_of_maxima(x, w.n, *_window_table(per_axis, w.sizes))
 
 
 class _ValuesAndIndices(Sequence):
@@ -284,12 +298,14 @@ def _adaptive_avg_op(n: int):
             axis = axis - n
             if size == o:
                 continue
-            slices = []
-            for start, end in _adaptive_windows(size, o):
+            windows = _adaptive_windows(size, o)
+            sums = []
+            for start, end in windows:
                 index = [slice(None)] * y.ndim
                 index[axis] = slice(start, end)
-                slices.append(jnp.mean(y[tuple(index)], axis=axis))
-            y = jnp.stack(slices, axis=axis)
+                sums.append(jnp.sum(y[tuple(index)], axis=axis))
+            counts = np.array([end - start for start, end in windows], x.dtype).reshape((o,) + (1,) * (-axis - 1))
+            y = jnp.stack(sums, axis=axis) / counts
         return y
 
     adaptive_avg_pool.__name__ = op
@@ -300,20 +316,18 @@ def _box(x, cell):
     return x[(Ellipsis, *(slice(start, end) for start, end in cell))]
 
 
-def _adaptive_max_indices(x, cells, sizes, out):
-    """Per cell, the maximum's row-major position in its box, then its flat index within the plane."""
-    n = len(sizes)
-    lead = x.shape[: x.ndim - n]
-    indices = []
-    for cell in cells:
-        choice = _torch_argmax(jnp.reshape(_box(x, cell), lead + (-1,)), axis=-1)
-        coords, rest = [], choice
-        for axis in reversed(range(n)):
-            width = cell[axis][1] - cell[axis][0]
-            coords.append(rest % width + cell[axis][0])
-            rest = rest // width
-        indices.append(_flat_index(coords[::-1], sizes))
-    return jnp.reshape(jnp.stack(indices, axis=-1), lead + out).astype(_index_dtype())
+def _adaptive_max_indices(x, sizes, out):
+    """Flat index (within the spatial plane) of every adaptive window's maximum, the element torch picks."""
+    per_axis = []
+    for size, o in zip(sizes, out):
+        windows = _adaptive_windows(size, o)
+        width = max(end - start for start, end in windows)
+        starts = np.array([start for start, _ in windows])
+        coords = starts[:, None] + np.arange(width)[None, :]
+        ends = np.array([end for _, end in windows])
+        coords = np.where(coords < ends[:, None], coords, -1)  # past a shorter window's end: padding
+        per_axis.append((coords, starts))
+    return _indices_of_maxima(x, len(sizes), *_window_table(per_axis, sizes))
 
 
 def _adaptive_max_op(n: int):
@@ -323,13 +337,13 @@ def _adaptive_max_op(n: int):
         sizes, out = _adaptive_sizes(x, n, output_size, op)
         if _even(sizes, out):  # equal, disjoint windows: a plain max pooling
             w = _even_windows(x, n, sizes, out, op)
-            return _ValuesAndIndices(_max_pool_values(x, w), lambda: _max_pool_indices(x, w))
+            return _ValuesAndIndices(_max_pool_values(x, w), lambda: _adaptive_max_indices(x, sizes, out))
         cells = list(itertools.product(*(_adaptive_windows(size, o) for size, o in zip(sizes, out))))
         lead = x.shape[: x.ndim - n]
         spatial = tuple(range(x.ndim - n, x.ndim))
         values = [jnp.max(_box(x, cell), axis=spatial) for cell in cells]
         values = jnp.reshape(jnp.stack(values, axis=-1), lead + out)
-        return _ValuesAndIndices(values, lambda: _adaptive_max_indices(x, cells, sizes, out))
+        return _ValuesAndIndices(values, lambda: _adaptive_max_indices(x, sizes, out))
 
     adaptive_max_pool.__name__ = op
     return adaptive_max_pool
