@@ -67,9 +67,7 @@ class DeepExplainer:
         self.background = [jnp.asarray(b) for b in background]
         self.batch_size = batch_size
         self.max_memory = max_memory
-        self._forward = jax.jit(
-            jax.vmap(lambda params, *rows: self.model.fn(params, *rows), in_axes=(None,) + (0,) * len(background))
-        )
+        self._forward = jax.jit(jax.vmap(self.model.fn, in_axes=(None,) + (0,) * len(background)))
         self._chunk = jax.jit(self._explain_chunk)
         background_out = np.asarray(self._forward(self.model.params, *self.background))
         self.n_outputs = background_out.shape[1]
