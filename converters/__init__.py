@@ -6,11 +6,13 @@ Knows torch; knows nothing of DeepLIFT.
 from converters import ops as _ops  # noqa: F401  (fills the op registry)
 from converters.converted import Converted, from_torch
 from converters.errors import ConversionError, ExportError, UnsupportedOperatorError
+from converters.independence import BatchDependenceError
 from converters.provenance import Provenance
 from converters.registry import register, supported_ops
 from converters.validate import LayerCheck, ValidationReport
 
 __all__ = [
+    "BatchDependenceError",
     "ConversionError",
     "Converted",
     "ExportError",

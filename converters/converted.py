@@ -12,6 +12,7 @@ import torch
 from converters.errors import ConversionError
 from converters.export import Capture, capture, weights_of
 from converters.graph import GraphFunction
+from converters.independence import check_batch_statistics_modules, check_rows_independent
 from converters.provenance import Provenance
 from converters.validate import ValidationReport, compare_layers, relative_difference, torch_node_values
 
@@ -108,13 +109,15 @@ class Converted:
 def from_torch(model: torch.nn.Module, example_inputs) -> Converted:
     """Convert ``model`` to a pure JAX function with torch.export.
 
-    ``example_inputs``: a tensor or a tuple of tensors with a leading batch axis; only the first row of
-    each is used, since the graph is exported for one row and mapped over rows with ``jax.vmap``.
+    ``example_inputs``: a tensor or a tuple of tensors with a leading batch axis. The graph is exported for
+    the first row and mapped over rows with ``jax.vmap``; with two rows or more, the model is also checked
+    to compute each row independently of the others (``BatchDependenceError`` if not).
     """
     examples = [torch.as_tensor(x) for x in _as_tuple(example_inputs)]
     for i, x in enumerate(examples):
         if x.ndim == 0 or x.shape[0] == 0:
             raise ValueError(f"example input {i} has shape {tuple(x.shape)}: it needs a leading batch axis with rows")
+    check_batch_statistics_modules(model)
     captured = capture(model, [x[:1] for x in examples])
     graph = GraphFunction(captured)
     weights = weights_of(captured.program)
@@ -134,6 +137,7 @@ def from_torch(model: torch.nn.Module, example_inputs) -> Converted:
             f"for a batch of one row the model returns shape {out_shape}; xshap needs outputs whose leading "
             "axis is the batch axis"
         )
+    check_rows_independent(model, [x[:4] for x in examples], captured)
     return Converted(
         graph=graph,
         params=params,

@@ -93,3 +93,51 @@ def test_changed_weights_are_detected():
         model.weight.add_(1.0)
     with pytest.raises(xshap.InputError, match="changed after xshap converted it"):
         explainer.shap_values(torch.randn(2, 3))
+
+
+class SoftmaxOverBatch(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layer = torch.nn.Linear(4, 3)
+
+    def forward(self, x):
+        return torch.softmax(self.layer(x), dim=0)
+
+
+class CentredOverBatch(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.inner = torch.nn.Sequential(torch.nn.Linear(4, 3))
+        self.head = torch.nn.Linear(3, 2)
+
+    def forward(self, x):
+        h = self.inner(x)
+        return self.head(h - h.mean(0, keepdim=True))
+
+
+@pytest.mark.parametrize("model_type, op", [(SoftmaxOverBatch, "softmax"), (CentredOverBatch, "mean")])
+def test_models_that_mix_rows_of_a_batch_are_refused_with_the_op_and_line(model_type, op):
+    torch.manual_seed(0)
+    model = model_type().eval()
+    with pytest.raises(converters.BatchDependenceError) as caught:
+        xshap.DeepExplainer(model, torch.randn(8, 4))
+    message = str(caught.value)
+    assert f"aten.{op}" in message and "test_errors.py:" in message
+    assert f"[{model_type.__name__}]" in message
+
+
+def test_batchnorm_without_running_statistics_is_refused_by_name():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3, track_running_stats=False)).eval()
+    with pytest.raises(converters.BatchDependenceError, match=r"1 \[BatchNorm1d\] has track_running_stats=False"):
+        xshap.DeepExplainer(model, torch.randn(8, 4))
+
+
+def test_models_that_keep_rows_apart_pass_the_row_check():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3), torch.nn.Softmax(dim=1), torch.nn.Linear(3, 2)
+    ).eval()
+    background = torch.randn(8, 4)
+    explainer = xshap.DeepExplainer(model, background)
+    X = torch.randn(3, 4)
+    np.testing.assert_allclose(explainer.explain(X).outputs, model(X).detach().numpy(), rtol=1e-5, atol=1e-6)

@@ -59,7 +59,7 @@ def wrap_model(model, background: list[np.ndarray]) -> ExplainedModel:
 
         import converters
 
-        converted = converters.from_torch(model, tuple(torch.as_tensor(b[:1]) for b in background))
+        converted = converters.from_torch(model, tuple(torch.as_tensor(b[:4]) for b in background))
 
         def torch_fn(params, *rows):
             return _flat_row(converted.graph(params, *(r[None] for r in rows))[0])

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 import jax
 import jax.numpy as jnp
 
-from xshap.rules.threshold import safe_divide, small_difference
+from xshap.rules.threshold import difference, frozen, safe_divide, small_difference
 
 UnaryFn = Callable[..., Sequence[jax.Array]]  # f(z, *consts) -> tuple of arrays, elementwise in z
 
@@ -28,11 +28,15 @@ def rescale(f: UnaryFn, zx: jax.Array, zr: jax.Array, consts: Sequence = ()) -> 
         zx, zr, consts = primals
         dz = tangents[0]
         yx, yr = tuple(f(zx, *consts)), tuple(f(zr, *consts))
-        delta = zx - zr
-        small = small_difference(delta, zx, zr)
-        midpoint = jnp.where(small, (zx + zr) / 2, zx)
+        delta = difference(zx, zr)
+        stuck = frozen(zx, zr)
+        small = small_difference(delta, jnp.where(stuck, 0, zx), jnp.where(stuck, 0, zr))
+        midpoint = jnp.where(stuck, 0, jnp.where(small, (zx + zr) / 2, zx))
         _, slopes = jax.jvp(lambda z: tuple(f(z, *consts)), (midpoint,), (jnp.ones_like(midpoint),))
-        multipliers = [jnp.where(small, s, safe_divide(a - b, delta, small)) for a, b, s in zip(yx, yr, slopes)]
+        multipliers = [
+            jnp.where(stuck, 0, jnp.where(small, s, safe_divide(difference(a, b), delta, small)))
+            for a, b, s in zip(yx, yr, slopes)
+        ]
         return yx, tuple(m * dz for m in multipliers)
 
     return unit(zx, zr, tuple(consts))

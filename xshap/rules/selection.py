@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from xshap.rules import Paired, bind, bind_both, operand, rule
+from xshap.rules.threshold import difference
 
 
 def _select_rule(eqn, z: Paired, others: list, pick) -> Paired:
@@ -31,14 +32,14 @@ def _select_rule(eqn, z: Paired, others: list, pick) -> Paired:
         dz, _ = tangents
         yx, yr = reduce(zx), reduce(zr)
         both = pick(yx, yr)
-        delta = zx - zr
+        delta = difference(zx, zr)
         # tangent and Delta z at the input's selected element, and at the reference's
         at_x = jax.jvp(reduce, (zx,), (dz,))[1]
         delta_at_x = jax.jvp(reduce, (zx,), (delta,))[1]
         at_r = jax.jvp(reduce, (zr,), (dz,))[1]
         delta_at_r = jax.jvp(reduce, (zr,), (delta,))[1]
-        coefficient_x = _ratio(both - yr, delta_at_x)
-        coefficient_r = _ratio(yx - both, delta_at_r)
+        coefficient_x = _ratio(difference(both, yr), delta_at_x)
+        coefficient_r = _ratio(difference(yx, both), delta_at_r)
         return yx, coefficient_x * at_x + coefficient_r * at_r
 
     return Paired(selected(z.x, z.r), reduce(z.r))

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from xshap.rules import Paired, bind, bind_both, operand, rule, x_half
 from xshap.rules.bilinear import bilinear
 from xshap.rules.rescale import rescale
-from xshap.rules.threshold import safe_divide, small_difference
+from xshap.rules.threshold import difference, safe_divide, small_difference
 
 
 def _broadcast(value, shape):
@@ -33,7 +33,7 @@ def _two_players(g, a: Paired, b: Paired) -> Paired:
         ax, ar, bx, br = primals
         dax, _, dbx, _ = tangents
         g_xx, g_rr, g_xr, g_rx = g(ax, bx), g(ar, br), g(ax, br), g(ar, bx)
-        delta_a, delta_b = ax - ar, bx - br
+        delta_a, delta_b = difference(ax, ar), difference(bx, br)
         small_a, small_b = small_difference(delta_a, ax, ar), small_difference(delta_b, bx, br)
         mid_a, mid_b = (ax + ar) / 2, (bx + br) / 2
         ones = jnp.ones_like(mid_a)

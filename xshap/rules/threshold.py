@@ -5,6 +5,18 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 
+def difference(x, r):
+    """x - r, with 0 where the two are equal: equal infinities (a -inf attention mask on the input and
+    on the reference) differ by nothing, not by NaN."""
+    return jnp.where(x == r, jnp.zeros_like(x), x - r)
+
+
+def frozen(x, r):
+    """True where x and r are the same infinity: no finite change of the input moves the value, so
+    every multiplier through it is 0 (and its derivative, often NaN there, is never used)."""
+    return (x == r) & ~jnp.isfinite(x)
+
+
 def small_difference(delta, *magnitudes):
     """True where ``delta`` is too small for a difference quotient to be meaningful.
 

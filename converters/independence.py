@@ -1,0 +1,141 @@
+"""Rows of a batch must not see each other: DeepSHAP explains every row on its own.
+
+The converter exports the model for one row and maps it over rows, which is exactly how torch computes
+a row alone. A model that mixes rows (softmax or a mean over the batch axis, BatchNorm that normalises
+with the statistics of the batch because ``track_running_stats=False``) gives a different answer for a
+row inside a batch, and any per-row attribution of it is meaningless. Such a model is refused with the
+layer that mixes the rows, never converted silently wrong.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+import torch
+
+from converters.errors import ConversionError
+from converters.export import eval_mode
+
+
+class BatchDependenceError(ConversionError):
+    """A row's output depends on the other rows of its batch."""
+
+
+def check_batch_statistics_modules(model: torch.nn.Module) -> None:
+    """BatchNorm without running statistics normalises with the batch's own statistics, even in eval."""
+    offenders = [
+        f"{name or '<root>'} [{type(module).__name__}]"
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and module.running_mean is None
+    ]
+    if offenders:
+        raise BatchDependenceError(
+            f"{', '.join(offenders)} ha{'s' if len(offenders) == 1 else 've'} track_running_stats=False: it "
+            "normalises every row with the mean and variance of the whole batch, even in eval mode, so a row's "
+            "output depends on the other rows. DeepSHAP explains each row on its own; give the layer running "
+            "statistics (track_running_stats=True, estimated on training data) or replace it by a per-row norm."
+        )
+
+
+def check_rows_independent(
+    model: torch.nn.Module, examples: Sequence[torch.Tensor], captured=None, rtol: float = 1e-4
+) -> None:
+    """Run ``model`` on a batch of the example rows and on each row alone; refuse if the rows differ.
+
+    Needs at least two rows; the offending module is found by comparing, module by module, what each
+    computes for the batch and for the rows alone. With the ``captured`` graph, the ops of that module
+    that act over dim 0 are named with their source lines.
+    """
+    n_rows = min(int(x.shape[0]) for x in examples)
+    if n_rows < 2:
+        return
+    batch = [x[:n_rows] for x in examples]
+    with torch.no_grad(), eval_mode(model):
+        together = model(*batch)
+        alone = torch.cat([model(*[x[i : i + 1] for x in batch]) for i in range(n_rows)])
+    if _close(together, alone, rtol):
+        return
+    path, where = _first_mixing_module(model, batch, rtol)
+    suspects = _ops_over_dim0(captured, path) if captured is not None and path is not None else []
+    raise BatchDependenceError(
+        f"the model's output for a row depends on the other rows of the batch (first seen in {where}"
+        + (f"; ops over dim 0 there: {'; '.join(suspects)}" if suspects else "")
+        + "). "
+        "A softmax, mean, sum or norm over the batch axis (dim 0) mixes rows; DeepSHAP explains each row on "
+        "its own, so xshap refuses to give attributions that would silently differ from the model's batched "
+        "output. Compute over the feature axes instead."
+    )
+
+
+def _close(a, b, rtol: float) -> bool:
+    if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor) or a.shape != b.shape:
+        return False
+    scale = max(float(a.abs().max()), float(b.abs().max()), 1e-30)
+    return float((a - b).abs().max()) <= rtol * scale
+
+
+def _ops_over_dim0(captured, module_path: str) -> list[str]:
+    """'op at file:line (code)' for each op of the module whose dim argument includes 0."""
+    found = []
+    for node in captured.program.graph.nodes:
+        prov = captured.provenance.get(node.name)
+        if prov is None or prov.module_path != module_path or len(node.args) < 2:
+            continue
+        dims = node.kwargs.get("dim", node.args[1])
+        dims = dims if isinstance(dims, (list, tuple)) else [dims]
+        if any(isinstance(d, int) and not isinstance(d, bool) and d == 0 for d in dims):
+            found.append(f"{prov.op} at {prov.source} ({prov.code})")
+    return found
+
+
+def _first_mixing_module(model: torch.nn.Module, batch: list[torch.Tensor], rtol: float) -> tuple[str | None, str]:
+    """The first module (innermost first) that gets the same rows as inputs but mixes them in its output.
+
+    Hooks go on a deep copy, so the user's model never carries them.
+    """
+    probe = copy.deepcopy(model).eval()
+    modules = dict(probe.named_modules())
+    names = {module: name for name, module in modules.items()}
+    records: list[list[tuple[str, tuple, object]]] = []
+
+    def record(module, inputs, output):
+        records[-1].append((names[module], inputs, output))
+
+    handles = [module.register_forward_hook(record) for module in probe.modules()]
+    try:
+        with torch.no_grad():
+            records.append([])
+            probe(*batch)
+            for i in range(batch[0].shape[0]):
+                records.append([])
+                probe(*[x[i : i + 1] for x in batch])
+    finally:
+        for handle in handles:
+            handle.remove()
+    together, alone = records[0], records[1:]
+    for k, (name, inputs, output) in enumerate(together):  # hooks fire innermost first, in call order
+        if any(len(rows) <= k or rows[k][0] != name for rows in alone):
+            break  # the calls no longer line up: stop rather than guess
+        if _rows_match(inputs, [rows[k][1] for rows in alone], rtol) and not _rows_match(
+            output, [rows[k][2] for rows in alone], rtol
+        ):
+            return name, f"module `{name or '<root>'}` [{type(modules[name]).__name__}]"
+    return None, "a module whose inputs already differ"
+
+
+def _rows_match(together, alone: list, rtol: float) -> bool:
+    """Whether a batched value equals the per-row values stacked (tensors in tuples compared one by one)."""
+    if isinstance(together, torch.Tensor):
+        if not all(isinstance(a, torch.Tensor) and a.ndim == together.ndim and a.shape[0] == 1 for a in alone):
+            return True  # not batched like the input: cannot tell, do not blame
+        if together.shape[0] != len(alone):
+            return True
+        return _close(together, torch.cat(alone), rtol)
+    if isinstance(together, (tuple, list)):
+        return all(
+            _rows_match(t, [a[i] for a in alone], rtol)
+            for i, t in enumerate(together)
+            if all(isinstance(a, (tuple, list)) and len(a) > i for a in alone)
+        )
+    return True
