@@ -27,11 +27,11 @@ class Capture:
 
 
 @contextlib.contextmanager
-def eval_mode(model: torch.nn.Module) -> Iterator[None]:
+def eval_mode(model: torch.nn.Module, warn: bool = True) -> Iterator[None]:
     """Put ``model`` in eval mode for the duration, with a warning if it was training; restore after."""
     modes = {module: module.training for module in model.modules()}
     training = [name or "<root>" for name, module in model.named_modules() if module.training]
-    if training:
+    if training and warn:
         warnings.warn(
             "model is in training mode (modules: "
             + ", ".join(training[:5])

@@ -82,7 +82,7 @@ class GraphFunction:
         env = {name: params[name] for name in self.param_names}
         env.update(zip(self.input_names, inputs))
         for step in self.steps:
-            with jax.named_scope(step.provenance.layer):
+            with jax.named_scope(step.provenance.scope):
                 value = step.impl(*_resolve(step.args, env), **_resolve(step.kwargs, env))
             env[step.name] = value
             if record is not None:

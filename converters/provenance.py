@@ -33,6 +33,11 @@ class Provenance:
         """The module path, shown as <root> for ops of the root module's own forward."""
         return self.module_path or "<root>"
 
+    @property
+    def scope(self) -> str:
+        """The JAX name scope of this op's module call: the layer, with '@k' for its k-th call (k >= 1)."""
+        return f"{self.layer}@{self.call_index}" if self.call_index else self.layer
+
     def describe(self) -> str:
         call = f" call #{self.call_index + 1}" if self.call_index else ""
         where = f" ({self.source}: {self.code})" if self.source else ""

@@ -6,6 +6,9 @@ gives such a unit the same multiplier, Delta f / Delta z, so it is rescaled as O
 whether the function came from the converter or from native JAX (jax.nn.gelu is inlined into plain
 primitives). Per-primitive rules would break completeness inside composites that route on comparisons
 of their own input (ELU, hardtanh, clamp).
+
+A *module unit* is the whole of one module call (all equations under its name scope), rescaled
+element by element as shap's ``nonlinear_1d`` does for nn.Softmax: only used when a rule set asks for it.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ class Unit:
     eqns: list[Eqn] = field(default_factory=list)
     outputs: list[int] = field(default_factory=list)  # values used outside the unit
     linear: bool = True  # all eqns affine in the root: no rule needed
+    module: str = ""  # for a module unit: the name scope of the module call
 
 
 @dataclass
@@ -58,16 +62,32 @@ def is_linear_elementwise(eqn: Eqn, varying: set[int]) -> bool:
     return False
 
 
-def analyse(program: Program) -> Analysis:
+def module_scope_of(scope: str, module_scopes: frozenset[str]) -> str | None:
+    """The module call (one of ``module_scopes``) whose name scope contains ``scope``, if any."""
+    parts = scope.split("/")
+    for depth in range(len(parts), 0, -1):
+        candidate = "/".join(parts[:depth])
+        if candidate in module_scopes:
+            return candidate
+    return None
+
+
+def analyse(program: Program, module_scopes: frozenset[str] = frozenset()) -> Analysis:
+    """Varying values and units. ``module_scopes``: module calls each rescaled as one 1-D unit."""
     varying: set[int] = set(program.inputs)
     root_of: dict[int, int] = {}
     units: dict[int, Unit] = {}
     unit_of_root: dict[int, Unit] = {}
+    module_units: dict[str, Unit] = {}
     for eqn in program.eqns:
         varying_in = [a for a in eqn.inputs if isinstance(a, int) and a in varying]
         if not varying_in:
             continue
         varying.update(eqn.outputs)
+        module = module_scope_of(eqn.scope, module_scopes) if module_scopes else None
+        if module is not None:
+            _add_to_module_unit(eqn, varying_in, module, module_units, units)
+            continue
         roots = {root_of.get(a, a) for a in varying_in}
         out_shape = program.aval(eqn.outputs[0]).shape
         same_shape = all(program.aval(a).shape == out_shape for a in varying_in)
@@ -79,12 +99,40 @@ def analyse(program: Program) -> Analysis:
             units[id(eqn)] = unit
             for out in eqn.outputs:
                 root_of[out] = root
-    _mark_unit_outputs(program, units, unit_of_root)
+    all_units = [*unit_of_root.values(), *module_units.values()]
+    _mark_unit_outputs(program, units, all_units)
+    _check_module_units(program, module_units)
     return Analysis(varying, units, unit_of_root)
 
 
-def _mark_unit_outputs(program: Program, units: dict[int, Unit], unit_of_root: dict[int, Unit]) -> None:
-    defined_in = {out: unit for unit in unit_of_root.values() for eqn in unit.eqns for out in eqn.outputs}
+def _add_to_module_unit(eqn, varying_in, module: str, module_units: dict[str, Unit], units: dict) -> None:
+    inside = {out for e in (module_units[module].eqns if module in module_units else []) for out in e.outputs}
+    external = {a for a in varying_in if a not in inside}
+    unit = module_units.get(module)
+    if unit is None:
+        if len(external) != 1:
+            raise ValueError(f"module call {module!r} has {len(external)} input-dependent inputs; a 1-D rule needs one")
+        unit = module_units[module] = Unit(external.pop(), linear=False, module=module)
+    elif external - {unit.root}:
+        raise ValueError(f"module call {module!r} reads a second input-dependent value; a 1-D rule needs one")
+    unit.eqns.append(eqn)
+    units[id(eqn)] = unit
+
+
+def _check_module_units(program: Program, module_units: dict[str, Unit]) -> None:
+    """A 1-D rule pairs output i with input i: every output must have the input's shape."""
+    for unit in module_units.values():
+        root_shape = program.aval(unit.root).shape
+        shapes = {program.aval(o).shape for o in unit.outputs}
+        if shapes - {root_shape}:
+            raise ValueError(
+                f"module call {unit.module!r} maps shape {root_shape} to {sorted(shapes)}; "
+                "a 1-D rule needs its output to have its input's shape"
+            )
+
+
+def _mark_unit_outputs(program: Program, units: dict[int, Unit], all_units: list[Unit]) -> None:
+    defined_in = {out: unit for unit in all_units for eqn in unit.eqns for out in eqn.outputs}
     used_outside: dict[int, set[int]] = {}
     for eqn in program.eqns:
         owner = units.get(id(eqn))
@@ -94,6 +142,6 @@ def _mark_unit_outputs(program: Program, units: dict[int, Unit], unit_of_root: d
     for a in program.outputs:
         if isinstance(a, int) and a in defined_in:
             used_outside.setdefault(id(defined_in[a]), set()).add(a)
-    for unit in unit_of_root.values():
+    for unit in all_units:
         wanted = used_outside.get(id(unit), set())
         unit.outputs = [out for eqn in unit.eqns for out in eqn.outputs if out in wanted]

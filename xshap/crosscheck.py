@@ -7,11 +7,22 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from xshap.culprits import find_culprits
+from xshap.culprits import RULE_CHOICE, Culprit, find_culprits
 from xshap.data import as_input_list
 from xshap.explainer import Attribution, DeepExplainer
 from xshap.references import REFERENCES, ReferenceResult, available_references
-from xshap.report import AGREE, REFERENCE_INCOMPLETE, RULE_DIFFERENCE, CrosscheckReport, ReferenceComparison
+from xshap.report import (
+    AGREE,
+    DISAGREE,
+    REFERENCE_INCOMPLETE,
+    RULE_DIFFERENCE,
+    CrosscheckReport,
+    ReferenceComparison,
+)
+from xshap.rulesets import SHAP
+
+# references whose own rule choices xshap can reproduce, and the rule set that does
+REPRODUCIBLE_RULES = {"shap": SHAP}
 
 
 def crosscheck(
@@ -56,9 +67,15 @@ def crosscheck(
         for name in names:
             results.append(REFERENCES[name](model, bg_arrays, x_arrays, explainer.n_outputs))
 
-    comparisons = [compare(result, attribution) for result in results]
     tables = {name: result.rule_table for name, result in zip(names, results)}
     culprits = find_culprits(converted, tables) if converted is not None else []
+    comparisons = []
+    for name, result in zip(names, results):
+        choices = [c for c in culprits if c.kind == RULE_CHOICE and name in c.references]
+        reproduced = None
+        if choices and name in REPRODUCIBLE_RULES and result.error is None:
+            reproduced = explainer.with_rules(REPRODUCIBLE_RULES[name]).explain(X, check_additivity=True)
+        comparisons.append(compare(result, attribution, choices, reproduced, REPRODUCIBLE_RULES.get(name)))
     return CrosscheckReport(
         model_name=type(model).__name__ if converted is not None else getattr(model, "__name__", type(model).__name__),
         outputs=attribution.outputs,
@@ -75,18 +92,56 @@ def crosscheck(
     )
 
 
-def compare(result: ReferenceResult, attribution: Attribution) -> ReferenceComparison:
-    """Gaps, differences and verdicts of one reference against xshap, per sample and output."""
+def compare(
+    result: ReferenceResult,
+    attribution: Attribution,
+    rule_choices: list[Culprit] = (),
+    reproduced: Attribution | None = None,
+    reproduced_rules: str | None = None,
+) -> ReferenceComparison:
+    """Gaps, differences and verdicts of one reference against xshap, per sample and output.
+
+    Where both are complete but differ: RULE_DIFFERENCE if the reference applies a rule of its own
+    there (``rule_choices``) and, when xshap can reproduce that rule (``reproduced``: xshap's values
+    under the reference's rule set), the reproduction matches; DISAGREE otherwise.
+    """
     if result.error is not None:
         return ReferenceComparison(result.name, result.seconds, error=result.error)
     n, n_out = attribution.outputs.shape
     totals = sum(v.reshape(n, n_out, -1).sum(axis=2) for v in result.values)
     gaps = totals - (attribution.outputs - attribution.expected_value)
-    diffs = np.zeros((n, n_out))
-    for mine, theirs in zip(attribution.values, result.values):
-        diffs = np.maximum(diffs, np.abs(mine.reshape(n, n_out, -1) - theirs.reshape(n, n_out, -1)).max(axis=2))
+    diffs = _max_difference(attribution.values, result.values, n, n_out)
     # Completeness tolerance as for xshap, but never below float32's: the references compute in float32.
     tolerance = np.maximum(attribution.tolerance, 1e-4 * np.maximum(1.0, np.abs(attribution.outputs)))
     complete = np.abs(gaps) <= tolerance
-    verdicts = np.where(~complete, REFERENCE_INCOMPLETE, np.where(diffs <= tolerance, AGREE, RULE_DIFFERENCE))
-    return ReferenceComparison(result.name, result.seconds, None, gaps, diffs, verdicts.astype(object))
+    reproduced_diff = None
+    if reproduced is not None:
+        reproduced_diff = _max_difference(reproduced.values, result.values, n, n_out)
+        explained = reproduced_diff <= tolerance
+    else:
+        explained = np.full((n, n_out), bool(rule_choices))
+    verdicts = np.select(
+        [~complete, diffs <= tolerance, explained], [REFERENCE_INCOMPLETE, AGREE, RULE_DIFFERENCE], DISAGREE
+    )
+    return ReferenceComparison(
+        result.name,
+        result.seconds,
+        None,
+        gaps,
+        diffs,
+        verdicts.astype(object),
+        rule_differences=[
+            f"`{c.rule}` on module `{c.module_path or '<root>'}` [{c.module_type.rsplit('.', 1)[-1]}]"
+            for c in rule_choices
+        ],
+        reproduced_rules=reproduced_rules if reproduced is not None else None,
+        reproduced_diff=reproduced_diff,
+    )
+
+
+def _max_difference(mine: list[np.ndarray], theirs: list[np.ndarray], n: int, n_out: int) -> np.ndarray:
+    """max |mine - theirs| over the features of every input, per sample and output."""
+    diffs = np.zeros((n, n_out))
+    for a, b in zip(mine, theirs):
+        diffs = np.maximum(diffs, np.abs(a.reshape(n, n_out, -1) - b.reshape(n, n_out, -1)).max(axis=2))
+    return diffs

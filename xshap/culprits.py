@@ -6,6 +6,8 @@ stores that module's input and output on the module itself. So it misses, or get
 - a module instance with more than one call site (its stored tensors are overwritten);
 - a module type the reference has no rule for (it falls back to the plain gradient);
 - a product of two input-dependent tensors (no hook applies any rule to it).
+It also names the modules where a reference applies a rule of its own that differs from the complete
+rules (shap's 1-D rescale over a whole nn.Softmax): a rule difference, not an error of the hooks.
 """
 
 from __future__ import annotations
@@ -41,10 +43,23 @@ NONLINEAR_MODULES: dict[str, tuple[str, ...]] = {
 }
 PRODUCT_OPS = {"mul", "div", "matmul", "mm", "bmm", "einsum"}
 
+# (the reference's rule for a module type, that module type) -> how it differs from the complete rules.
+RULE_CHOICES: dict[tuple[str, str], str] = {
+    ("nonlinear_1d", "Softmax"): (
+        "1-D rescale over the whole softmax: each output's change is credited to its own input alone "
+        '(complete, but not the split of the complete rules; xshap reproduces it with rules="shap")'
+    ),
+    ("softmax", "Softmax"): (
+        "1-D rescale, then the mean multiplier over the whole batch tensor subtracted "
+        "(not complete in general; xshap does not reproduce it)"
+    ),
+}
+
 FUNCTIONAL = "functional call"
 REUSED = "reused module"
 NO_RULE = "no rule in reference"
 PRODUCT = "input-dependent product"
+RULE_CHOICE = "rule difference"
 
 
 @dataclass
@@ -58,6 +73,8 @@ class Culprit:
     callee: str
     references: tuple[str, ...]  # which references it affects ("shap", "captum")
     sites: list[tuple[str, str]] = field(default_factory=list)  # (file:line, code)
+    rule: str = ""  # RULE_CHOICE: the reference's rule for the module
+    note: str = ""  # RULE_CHOICE: how that rule differs from the complete rules
 
     @property
     def name(self) -> str:
@@ -73,6 +90,8 @@ class Culprit:
             REUSED: f"module `{where}` [{mtype}] ({self.op}) reused: its call sites share one set of stored tensors",
             NO_RULE: f"module `{where}` [{mtype}] ({self.op}): no rule in {', '.join(self.references)}",
             PRODUCT: f"`{self.op}` of two input-dependent tensors in {where} [{mtype}]: no hook applies a rule",
+            RULE_CHOICE: f"module `{where}` [{mtype}] ({self.op}): rule `{self.rule}` of {', '.join(self.references)}"
+            f" — {self.note}",
         }[self.kind]
         lines = [f"{head} ({n} call site{'s' if n != 1 else ''}; affects {', '.join(self.references)})"]
         lines += [f"    {source}: {code}" for source, code in self.sites]
@@ -122,9 +141,11 @@ def find_culprits(converted, reference_tables: dict[str, dict[str, str]]) -> lis
 
     found: dict[tuple, Culprit] = {}
 
-    def add(kind, prov, op, refs, callee=""):
-        key = (kind, op, prov.module_path, callee)
-        culprit = found.setdefault(key, Culprit(kind, op, prov.module_path, prov.module_type, callee, refs))
+    def add(kind, prov, op, refs, callee="", rule="", note=""):
+        key = (kind, op, prov.module_path, callee, refs if kind == RULE_CHOICE else ())
+        culprit = found.setdefault(
+            key, Culprit(kind, op, prov.module_path, prov.module_type, callee, refs, rule=rule, note=note)
+        )
         site = (prov.source, prov.code)
         if site not in culprit.sites:
             culprit.sites.append(site)
@@ -152,6 +173,10 @@ def find_culprits(converted, reference_tables: dict[str, dict[str, str]]) -> lis
             )
             if lacking:
                 add(NO_RULE, prov, op, lacking)
+            for name, table in reference_tables.items():
+                note = RULE_CHOICES.get((table.get(mtype, ""), mtype))
+                if note is not None:
+                    add(RULE_CHOICE, prov, op, (name,), rule=table[mtype], note=note)
         else:
             add(FUNCTIONAL, prov, op, references, callee_of(prov.code, op, submodules.get(prov.module_path, set())))
     return list(found.values())

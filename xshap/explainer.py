@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ import numpy as np
 from xshap.data import as_input_list, check_background, check_inputs
 from xshap.errors import InputError, XShapIncompleteError
 from xshap.model import ExplainedModel, wrap_model
+from xshap.rulesets import COMPLETE, module_scopes
 from xshap.transform import DeepLift
 
 DEFAULT_MAX_MEMORY = 1 << 30  # bytes of intermediates per chunk of explained rows
@@ -55,23 +57,43 @@ class DeepExplainer:
     returning (batch,) or (batch, n_outputs). ``data``: the background, an array or tensor with rows on
     the leading axis, or a list/tuple of them for several inputs.
     ``batch_size``: explained rows per compiled chunk; by default chosen to keep intermediates under
-    ``max_memory`` bytes.
+    ``max_memory`` bytes. ``rules``: ``"complete"`` (default) or ``"shap"``, shap's rule choices where
+    they differ from the complete rules (see ``xshap.rulesets``).
     """
 
-    def __init__(self, model, data, *, batch_size: int | None = None, max_memory: int = DEFAULT_MAX_MEMORY):
+    def __init__(
+        self,
+        model,
+        data,
+        *,
+        rules: str = COMPLETE,
+        batch_size: int | None = None,
+        max_memory: int = DEFAULT_MAX_MEMORY,
+    ):
         background, self.multi_input = as_input_list(data)
         check_background(background)
         self._background_np = background
         self.model: ExplainedModel = wrap_model(model, background)
-        self._deeplift = DeepLift(self.model.fn, self.model.params, [b[0] for b in background])
         self.background = [jnp.asarray(b) for b in background]
         self.batch_size = batch_size
         self.max_memory = max_memory
+        self._set_rules(rules)
         self._forward = jax.jit(jax.vmap(self.model.fn, in_axes=(None,) + (0,) * len(background)))
-        self._chunk = jax.jit(self._explain_chunk)
         background_out = np.asarray(self._forward(self.model.params, *self.background))
         self.n_outputs = background_out.shape[1]
         self.expected_value = background_out.mean(axis=0)
+
+    def _set_rules(self, rules: str) -> None:
+        scopes = module_scopes(rules, self.model.converted)
+        self.rules = rules
+        self._deeplift = DeepLift(self.model.fn, self.model.params, [b[0] for b in self._background_np], scopes)
+        self._chunk = jax.jit(self._explain_chunk)
+
+    def with_rules(self, rules: str) -> DeepExplainer:
+        """The same model and background (converted once) explained with another rule set."""
+        other = copy.copy(self)
+        other._set_rules(rules)
+        return other
 
     # -- the computation --------------------------------------------------------------------------------
     def _explain_chunk(self, params, xs: tuple, background: tuple) -> tuple:

@@ -10,6 +10,7 @@ import numpy as np
 AGREE = "AGREE"
 REFERENCE_INCOMPLETE = "REFERENCE_INCOMPLETE"
 RULE_DIFFERENCE = "RULE_DIFFERENCE"
+DISAGREE = "DISAGREE"  # both complete, values differ, and no known rule difference explains it
 REFERENCE_ERROR = "REFERENCE_ERROR"
 
 
@@ -23,13 +24,16 @@ class ReferenceComparison:
     gaps: np.ndarray | None = None
     max_abs_diff: np.ndarray | None = None
     verdicts: np.ndarray | None = None
+    rule_differences: list[str] = field(default_factory=list)  # the reference's own rules that differ
+    reproduced_rules: str | None = None  # the xshap rule set that reproduces them ("shap"), if any
+    reproduced_diff: np.ndarray | None = None  # max |xshap(reproduced_rules) - reference|, (N, n_outputs)
 
     @property
     def verdict(self) -> str:
         """The worst verdict over all samples and outputs."""
         if self.error is not None:
             return REFERENCE_ERROR
-        for verdict in (REFERENCE_INCOMPLETE, RULE_DIFFERENCE):
+        for verdict in (REFERENCE_INCOMPLETE, DISAGREE, RULE_DIFFERENCE):
             if np.any(self.verdicts == verdict):
                 return verdict
         return AGREE
@@ -116,10 +120,26 @@ class CrosscheckReport:
                 f"  {ref.name:<16} {ref.verdict:<22} {np.max(np.abs(ref.gaps)):>10.3g} "
                 f"{incomplete:>5}/{ref.gaps.size:<5} {np.max(ref.max_abs_diff):>11.3g} {ref.seconds:>6.2f}s"
             )
+        lines += self._rule_lines()
         lines += self._culprit_lines()
         lines += self._row_lines(max_rows)
         lines += [f"note: {note}" for note in self.notes]
         return "\n".join(lines)
+
+    def _rule_lines(self) -> list[str]:
+        lines = []
+        for ref in self.references:
+            if ref.error is not None or not ref.rule_differences:
+                continue
+            key = ref.name.split()[0]
+            lines += ["", f"{ref.name} uses its own rule(s): {'; '.join(ref.rule_differences)} (see culprits)"]
+            if ref.reproduced_diff is not None:
+                worst = np.max(ref.reproduced_diff)
+                same = "reproduces" if ref.count(DISAGREE) == 0 else "does NOT reproduce"
+                lines.append(
+                    f"  xshap with rules={ref.reproduced_rules!r} {same} {key}: max |xshap - {key}| {worst:.3g}"
+                )
+        return lines
 
     def _culprit_lines(self) -> list[str]:
         if not self.culprits:

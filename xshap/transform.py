@@ -18,7 +18,7 @@ from xshap.analysis import Analysis, Unit, analyse
 from xshap.errors import NoRuleError
 from xshap.program import Const, Program, flatten
 from xshap.rules import Paired, bind, bind_both, operand
-from xshap.rules.rescale import rescale
+from xshap.rules.rescale import rescale, rescale_1d
 
 
 def _is_float(aval) -> bool:
@@ -29,10 +29,11 @@ class DeepLift:
     """A function of (params, *rows) prepared for DeepLIFT on its rows.
 
     ``params`` is a pytree of constants (weights); the rows are the explained inputs. The function is
-    traced once for the shapes of ``example_rows``.
+    traced once for the shapes of ``example_rows``. ``module_scopes``: name scopes of module calls to
+    rescale element by element as one unit (shap's nonlinear_1d), for ``rules="shap"``.
     """
 
-    def __init__(self, fn: Callable, params, example_rows: Sequence):
+    def __init__(self, fn: Callable, params, example_rows: Sequence, module_scopes: frozenset[str] = frozenset()):
         self.fn = fn
         flat_params, self._params_tree = jax.tree_util.tree_flatten(params)
         self._n_params = len(flat_params)
@@ -45,7 +46,7 @@ class DeepLift:
         self.output_aval = outputs[0]
         self.program: Program = flatten(closed)
         varying_inputs = self.program.inputs[self._n_params :]
-        self.analysis: Analysis = analyse(_with_inputs(self.program, varying_inputs))
+        self.analysis: Analysis = analyse(_with_inputs(self.program, varying_inputs), frozenset(module_scopes))
         self._check_rules()
 
     # -- checks -----------------------------------------------------------------------------------------
@@ -138,7 +139,7 @@ def _evaluate_unit(unit: Unit, env: dict, varying: set[int], program: Program) -
 
     consts = [env[i] for i in const_ids]
     if float_outputs:
-        xs = rescale(run, root.x, root.r, consts)
+        xs = (rescale_1d if unit.module else rescale)(run, root.x, root.r, consts)
         rs = run(root.r, *consts)
         env.update((o, Paired(x, r)) for o, x, r in zip(float_outputs, xs, rs))
     if other_outputs:

@@ -40,3 +40,34 @@ def rescale(f: UnaryFn, zx: jax.Array, zr: jax.Array, consts: Sequence = ()) -> 
         return yx, tuple(m * dz for m in multipliers)
 
     return unit(zx, zr, tuple(consts))
+
+
+SHAP_THRESHOLD = 1e-6  # shap's nonlinear_1d: |Delta in| below this takes the module's plain gradient
+
+
+def rescale_1d(f: UnaryFn, zx: jax.Array, zr: jax.Array, consts: Sequence = (), threshold: float = SHAP_THRESHOLD):
+    """shap's ``nonlinear_1d`` over a whole module: output i is credited to input i alone.
+
+    m_i = Delta y_i / Delta z_i, and where |Delta z_i| < ``threshold`` the module's ordinary derivative
+    (its full Jacobian, as shap's fallback to ``grad_input``). Complete for the module's own output
+    change, but for a non-elementwise module (nn.Softmax) not the same split as the complete rules:
+    that is the rule difference ``rules="shap"`` reproduces.
+    """
+
+    @jax.custom_jvp
+    def unit(zx, zr, consts):
+        return tuple(f(zx, *consts))
+
+    @unit.defjvp
+    def unit_jvp(primals, tangents):
+        zx, zr, consts = primals
+        dz = tangents[0]
+        yx, yr = tuple(f(zx, *consts)), tuple(f(zr, *consts))
+        delta = difference(zx, zr)
+        small = jnp.abs(delta) < threshold
+        _, exact = jax.jvp(lambda z: tuple(f(z, *consts)), (zx,), (jnp.where(small, dz, 0),))
+        rescaled = jnp.where(small, 0, dz)
+        tangent = tuple(safe_divide(difference(a, b), delta, small) * rescaled + e for a, b, e in zip(yx, yr, exact))
+        return yx, tangent
+
+    return unit(zx, zr, tuple(consts))
