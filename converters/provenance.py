@@ -18,6 +18,8 @@ class Provenance:
     source: "file:line" of the user's code that emitted the op (innermost frame outside torch).
     code: the text of that source line.
     node: the name of the node in the exported graph.
+    inner_code: the text of the innermost frame's line, inside torch or not (for an op that torch's own
+    module code emits, that line shows the functional call, e.g. ``self.activation(...)``).
     """
 
     node: str
@@ -27,6 +29,7 @@ class Provenance:
     call_index: int
     source: str
     code: str
+    inner_code: str = ""
 
     @property
     def layer(self) -> str:
@@ -47,8 +50,8 @@ class Provenance:
 _FRAME = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+), in (?P<func>\S+)')
 
 
-def _user_frame(stack_trace: str) -> tuple[str, str]:
-    """The innermost frame of the stack trace that is not inside torch itself."""
+def _frames(stack_trace: str) -> list[tuple[str, str]]:
+    """(file:line, code) of every frame of a stack trace, outermost first."""
     lines = stack_trace.splitlines()
     frames: list[tuple[str, str]] = []
     for i, line in enumerate(lines):
@@ -56,6 +59,11 @@ def _user_frame(stack_trace: str) -> tuple[str, str]:
         if match:
             code = lines[i + 1].strip() if i + 1 < len(lines) else ""
             frames.append((f"{match['file']}:{match['line']}", code))
+    return frames
+
+
+def _user_frame(frames: list[tuple[str, str]]) -> tuple[str, str]:
+    """The innermost frame that is not inside torch itself."""
     for location, code in reversed(frames):
         path = location.replace("\\", "/")
         if "/torch/" not in path and "/site-packages/torch" not in path:
@@ -73,7 +81,8 @@ def provenance_of(node, root_type: str) -> Provenance:
         module_type = mtype if isinstance(mtype, str) else f"{mtype.__module__}.{mtype.__qualname__}"
         match = _CALL_SUFFIX.search(key)
         call_index = int(match.group(1)) if match else 0
-    source, code = _user_frame(node.meta.get("stack_trace") or "")
+    frames = _frames(node.meta.get("stack_trace") or "")
+    source, code = _user_frame(frames)
     return Provenance(
         node=node.name,
         op=op_name(node.target),
@@ -82,6 +91,7 @@ def provenance_of(node, root_type: str) -> Provenance:
         call_index=call_index,
         source=source,
         code=code,
+        inner_code=frames[-1][1] if frames else "",
     )
 
 

@@ -68,7 +68,7 @@ def crosscheck(
             results.append(REFERENCES[name](model, bg_arrays, x_arrays, explainer.n_outputs))
 
     tables = {name: result.rule_table for name, result in zip(names, results)}
-    culprits = find_culprits(converted, tables) if converted is not None else []
+    culprits = find_culprits(converted, tables, model) if converted is not None else []
     comparisons = []
     for name, result in zip(names, results):
         choices = [c for c in culprits if c.kind == RULE_CHOICE and name in c.references]

@@ -40,8 +40,41 @@ NONLINEAR_MODULES: dict[str, tuple[str, ...]] = {
     "max_pool3d": ("MaxPool3d",),
     "max_pool2d_with_indices": ("MaxPool2d",),
     "max_pool3d_with_indices": ("MaxPool3d",),
+    "max_pool1d_with_indices": ("MaxPool1d",),
+    "adaptive_max_pool1d": ("AdaptiveMaxPool1d",),
+    "adaptive_max_pool2d": ("AdaptiveMaxPool2d",),
+    "adaptive_max_pool3d": ("AdaptiveMaxPool3d",),
+    "lstm": ("LSTM",),
+    "gru": ("GRU",),
+    "rnn_tanh": ("RNN",),
+    "rnn_relu": ("RNN",),
+    "layer_norm": ("LayerNorm",),
+    "native_layer_norm": ("LayerNorm",),
+    "group_norm": ("GroupNorm",),
+    "native_group_norm": ("GroupNorm",),
+    "instance_norm": ("InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d"),
+    "rms_norm": ("RMSNorm",),
+    "prelu": ("PReLU",),
+    "_prelu_kernel": ("PReLU",),
+    "threshold": ("Threshold",),
+    "glu": ("GLU",),
+    "log_sigmoid": ("LogSigmoid",),
+    "log_sigmoid_forward": ("LogSigmoid",),
+    "clamp": ("Hardtanh", "ReLU6"),
+    # selections and elementwise functions that no module wraps: always a functional call
+    **{op: () for op in ("max", "min", "amax", "amin", "maximum", "minimum", "clamp_min", "clamp_max")},
+    **{op: () for op in ("exp", "log", "log1p", "expm1", "sqrt", "rsqrt", "pow", "abs", "sin", "cos", "erf")},
+    **{op: () for op in ("reciprocal", "logsumexp", "softsign")},
 }
-PRODUCT_OPS = {"mul", "div", "matmul", "mm", "bmm", "einsum"}
+PRODUCT_OPS = {
+    "mul", "div", "matmul", "mm", "bmm", "einsum", "baddbmm", "addbmm", "addmm", "linear",
+    "scaled_dot_product_attention", "_scaled_dot_product_flash_attention_for_cpu",
+    "_scaled_dot_product_efficient_attention", "_scaled_dot_product_flash_attention",
+}  # fmt: skip
+
+# Captum (0.9 and earlier) goes wrong when one hooked nonlinear module feeds another directly
+# (ReLU -> MaxPool, MaxPool -> ReLU, ...): captum issue #1104. Module-level references it affects:
+ADJACENT_HOOK_REFERENCES = ("captum",)
 
 # (the reference's rule for a module type, that module type) -> how it differs from the complete rules.
 RULE_CHOICES: dict[tuple[str, str], str] = {
@@ -60,6 +93,7 @@ REUSED = "reused module"
 NO_RULE = "no rule in reference"
 PRODUCT = "input-dependent product"
 RULE_CHOICE = "rule difference"
+ADJACENT = "adjacent hooked modules"
 
 
 @dataclass
@@ -92,6 +126,8 @@ class Culprit:
             PRODUCT: f"`{self.op}` of two input-dependent tensors in {where} [{mtype}]: no hook applies a rule",
             RULE_CHOICE: f"module `{where}` [{mtype}] ({self.op}): rule `{self.rule}` of {', '.join(self.references)}"
             f" — {self.note}",
+            ADJACENT: f"module `{where}` [{mtype}] ({self.op}) is fed directly by {self.note}: the hooks of two "
+            f"adjacent nonlinear modules interfere in {', '.join(self.references)} (captum issue #1104)",
         }[self.kind]
         lines = [f"{head} ({n} call site{'s' if n != 1 else ''}; affects {', '.join(self.references)})"]
         lines += [f"    {source}: {code}" for source, code in self.sites]
@@ -128,15 +164,18 @@ def callee_of(code: str, op: str, submodules: set[str]) -> str:
     return candidates[0] if candidates else ""
 
 
-def find_culprits(converted, reference_tables: dict[str, dict[str, str]]) -> list[Culprit]:
-    """Every cause of a hook-based reference's error that the exported graph shows, grouped by call."""
+def find_culprits(converted, reference_tables: dict[str, dict[str, str]], model=None) -> list[Culprit]:
+    """Every cause of a hook-based reference's error that the exported graph shows, grouped by call.
+
+    ``model``: the torch model, to tell its submodule calls from functional calls on a source line.
+    """
     provenance = converted.provenance
     graph = converted.capture.program.graph
     references = tuple(reference_tables)
     call_counts: dict[str, int] = {}
     for prov in provenance.values():
         call_counts[prov.module_path] = max(call_counts.get(prov.module_path, 0), prov.call_index + 1)
-    submodules = _submodule_names(provenance)
+    submodules = _submodule_names(provenance, model)
     varying = _varying_nodes(graph, converted.capture.input_names)
 
     found: dict[tuple, Culprit] = {}
@@ -157,7 +196,7 @@ def find_culprits(converted, reference_tables: dict[str, dict[str, str]]) -> lis
         op = base_op(prov.op)
         mtype = prov.module_type.rsplit(".", 1)[-1]
         if op in PRODUCT_OPS:
-            tensors = [a for a in node.args if hasattr(a, "name")]
+            tensors = [a for a in node.args if hasattr(a, "name") and _is_float_tensor(a)]
             if sum(a.name in varying for a in tensors) >= 2 or (
                 op == "div" and len(tensors) == 2 and tensors[1].name in varying
             ):
@@ -166,6 +205,10 @@ def find_culprits(converted, reference_tables: dict[str, dict[str, str]]) -> lis
         if op not in NONLINEAR_MODULES or node.name not in varying:
             continue
         if mtype in NONLINEAR_MODULES[op] and prov.module_type.startswith("torch.nn."):
+            feeder = _hooked_feeder(node, prov, provenance, varying, reference_tables)
+            adjacent = tuple(name for name in ADJACENT_HOOK_REFERENCES if name in feeder)
+            if adjacent:
+                add(ADJACENT, prov, op, adjacent, note=feeder[adjacent[0]])
             if call_counts.get(prov.module_path, 1) > 1:
                 add(REUSED, prov, op, references)
             lacking = tuple(
@@ -178,15 +221,47 @@ def find_culprits(converted, reference_tables: dict[str, dict[str, str]]) -> lis
                 if note is not None:
                     add(RULE_CHOICE, prov, op, (name,), rule=table[mtype], note=note)
         else:
-            add(FUNCTIONAL, prov, op, references, callee_of(prov.code, op, submodules.get(prov.module_path, set())))
+            inside_torch = prov.module_type.startswith("torch.nn.")  # torch's own module code made the call
+            code = prov.inner_code if inside_torch and prov.inner_code else prov.code
+            add(FUNCTIONAL, prov, op, references, callee_of(code, op, submodules.get(prov.module_path, set())))
     return list(found.values())
 
 
-def _submodule_names(provenance) -> dict[str, set[str]]:
-    """module path -> names of its direct submodules that appear in the graph."""
+def _is_float_tensor(node) -> bool:
+    value = node.meta.get("val") if hasattr(node, "meta") else None
+    return value is None or getattr(value, "is_floating_point", lambda: True)()
+
+
+def _hooked_feeder(node, prov, provenance, varying: set[str], reference_tables) -> dict[str, str]:
+    """reference -> 'module `path` [Type]' of another hooked nonlinear module whose output this op reads directly."""
+    found: dict[str, str] = {}
+    for arg in node.all_input_nodes:
+        while (
+            arg.op == "call_function" and getattr(arg.target, "__name__", "") == "getitem"
+        ):  # (values, indices) of a max pool
+            arg = arg.args[0]
+        if arg.name not in varying or arg.name not in provenance:
+            continue
+        source = provenance[arg.name]
+        if (source.module_path, source.call_index) == (prov.module_path, prov.call_index):
+            continue
+        stype = source.module_type.rsplit(".", 1)[-1]
+        if not source.module_type.startswith("torch.nn.") or stype not in NONLINEAR_MODULES.get(base_op(source.op), ()):
+            continue
+        for name, table in reference_tables.items():
+            mtype = prov.module_type.rsplit(".", 1)[-1]
+            if table.get(stype) not in (None, "passthrough") and table.get(mtype) not in (None, "passthrough"):
+                found[name] = f"module `{source.layer}` [{stype}]"
+    return found
+
+
+def _submodule_names(provenance, model=None) -> dict[str, set[str]]:
+    """module path -> names of its direct submodules (all of the model's when given, else those in the graph)."""
     children: dict[str, set[str]] = {}
-    for prov in provenance.values():
-        parts = prov.module_path.split(".") if prov.module_path else []
+    paths = [name for name, _ in model.named_modules()] if model is not None else []
+    paths += [prov.module_path for prov in provenance.values()]
+    for path in paths:
+        parts = path.split(".") if path else []
         for depth in range(len(parts)):
             children.setdefault(".".join(parts[:depth]), set()).add(parts[depth])
     return children

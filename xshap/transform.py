@@ -49,6 +49,12 @@ class DeepLift:
         self.analysis: Analysis = analyse(_with_inputs(self.program, varying_inputs), frozenset(module_scopes))
         self._check_rules()
 
+    @property
+    def compute_dtype(self) -> np.dtype:
+        """The least precise float type the function computes in (a float64 model may run a float32 softmax)."""
+        floats = {np.dtype(a.dtype) for a in self.program.avals.values() if jnp.issubdtype(a.dtype, jnp.floating)}
+        return min(floats, key=lambda d: np.finfo(d).bits) if floats else np.dtype(self.output_aval.dtype)
+
     # -- checks -----------------------------------------------------------------------------------------
     def _check_rules(self) -> None:
         """Every varying equation outside a unit needs a rule: list every one that has none, at once."""

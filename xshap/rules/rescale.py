@@ -34,12 +34,23 @@ def rescale(f: UnaryFn, zx: jax.Array, zr: jax.Array, consts: Sequence = ()) -> 
         midpoint = jnp.where(stuck, 0, jnp.where(small, (zx + zr) / 2, zx))
         _, slopes = jax.jvp(lambda z: tuple(f(z, *consts)), (midpoint,), (jnp.ones_like(midpoint),))
         multipliers = [
-            jnp.where(stuck, 0, jnp.where(small, s, safe_divide(difference(a, b), delta, small)))
+            jnp.where(
+                stuck, 0, jnp.where(small, _finite_slope(s, a, b, delta), safe_divide(difference(a, b), delta, small))
+            )
             for a, b, s in zip(yx, yr, slopes)
         ]
         return yx, tuple(m * dz for m in multipliers)
 
     return unit(zx, zr, tuple(consts))
+
+
+def _finite_slope(slope, yx, yr, delta):
+    """The derivative where it is finite. Where it is not (sqrt at 0, on the input and the reference
+    alike), the difference quotient if Delta z is not 0, else 0: with Delta z = 0 any finite multiplier
+    keeps completeness, and an infinite one would turn 0 * inf into NaN in the backward pass."""
+    quotient = difference(yx, yr) / jnp.where(delta == 0, 1, delta)
+    fallback = jnp.where((delta != 0) & jnp.isfinite(quotient), quotient, 0)
+    return jnp.where(jnp.isfinite(slope), slope, fallback)
 
 
 SHAP_THRESHOLD = 1e-6  # shap's nonlinear_1d: |Delta in| below this takes the module's plain gradient
