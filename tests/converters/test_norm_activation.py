@@ -121,24 +121,17 @@ def test_norm_matches_torch(name):
 
 
 @pytest.mark.parametrize("row_shape", [(3, 6), (3, 4, 6)])
-def test_batchnorm_without_running_stats_uses_the_row_statistics(row_shape):
-    """track_running_stats=False normalises with batch statistics even in eval mode; xshap evaluates one row
-    at a time, so each row is normalised with its own statistics, as torch does for a batch of one."""
-    torch.manual_seed(0)
+def test_batchnorm_without_running_stats_is_refused_by_name(row_shape):
+    """track_running_stats=False normalises with batch statistics even in eval mode: a row's output depends on
+    the other rows, which per-row DeepSHAP cannot honour, so the converter refuses it and names the layer."""
     norm = (
         nn.BatchNorm1d(3, track_running_stats=False)
         if len(row_shape) == 2
         else nn.BatchNorm2d(3, affine=False, track_running_stats=False)
     )
-    model = _Front(_randomise_affine(norm), row_shape[-1]).eval()
-    x = torch.randn(4, *row_shape) * 2.0 + 0.5
-    converted = converters.from_torch(model, x)
-    with torch.no_grad():
-        expected = torch.cat([model(x[i : i + 1]) for i in range(len(x))]).numpy()
-    assert any(p.op == "aten._native_batch_norm_legit.no_stats" for p in converted.ops)
-    actual = np.asarray(converted(x))
-    assert np.max(np.abs(actual - expected)) / np.max(np.abs(expected)) <= 1e-5
-    assert converted.validate(x).ok
+    model = _Front(norm, row_shape[-1]).eval()
+    with pytest.raises(converters.BatchDependenceError, match=r"norm \[BatchNorm[12]d\] has track_running_stats=False"):
+        converters.from_torch(model, torch.randn(4, *row_shape))
 
 
 # -- activations -------------------------------------------------------------------------------------------
