@@ -286,3 +286,17 @@ def test_max_pool_indices_ties_nan_and_inf():
     converted = converters.from_torch(model, x)
     np.testing.assert_array_equal(np.asarray(converted(x)), model(x).numpy())
     assert converted.validate(x).ok
+
+
+class _LpPools(nn.Module):
+    """LP pooling is exported through its parts (pow, avg_pool, sign, relu): no op of its own."""
+
+    def forward(self, x):
+        one = nn.functional.lp_pool1d(x, 2.0, 3, stride=2)
+        two = nn.functional.lp_pool2d(x.unsqueeze(1), 3.0, 2)
+        return torch.cat([one.flatten(1), two.flatten(1)], dim=1)
+
+
+def test_lp_pooling_converts_through_its_parts():
+    torch.manual_seed(0)
+    assert_converts(_LpPools().eval(), torch.randn(3, 4, 8).abs() + 0.1)  # odd p of a negative mean is NaN in torch
