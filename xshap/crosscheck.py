@@ -136,6 +136,7 @@ def compare(
         ],
         reproduced_rules=reproduced_rules if reproduced is not None else None,
         reproduced_diff=reproduced_diff,
+        reproduces=reproduced is not None and bool(np.all(explained)),
     )
 
 

@@ -172,19 +172,20 @@ def find_culprits(converted, reference_tables: dict[str, dict[str, str]], model=
     provenance = converted.provenance
     graph = converted.capture.program.graph
     references = tuple(reference_tables)
-    call_counts: dict[str, int] = {}
+    instance_of = _instance_paths(model)  # every path of one module object -> its first path
+    calls: dict[str, set[tuple[str, int]]] = {}
     for prov in provenance.values():
-        call_counts[prov.module_path] = max(call_counts.get(prov.module_path, 0), prov.call_index + 1)
+        instance = instance_of.get(prov.module_path, prov.module_path)
+        calls.setdefault(instance, set()).add((prov.module_path, prov.call_index))
     submodules = _submodule_names(provenance, model)
     varying = _varying_nodes(graph, converted.capture.input_names)
 
     found: dict[tuple, Culprit] = {}
 
-    def add(kind, prov, op, refs, callee="", rule="", note=""):
-        key = (kind, op, prov.module_path, callee, refs if kind == RULE_CHOICE else ())
-        culprit = found.setdefault(
-            key, Culprit(kind, op, prov.module_path, prov.module_type, callee, refs, rule=rule, note=note)
-        )
+    def add(kind, prov, op, refs, callee="", rule="", note="", path=None):
+        path = prov.module_path if path is None else path
+        key = (kind, op, path, callee, refs if kind == RULE_CHOICE else ())
+        culprit = found.setdefault(key, Culprit(kind, op, path, prov.module_type, callee, refs, rule=rule, note=note))
         site = (prov.source, prov.code)
         if site not in culprit.sites:
             culprit.sites.append(site)
@@ -209,11 +210,11 @@ def find_culprits(converted, reference_tables: dict[str, dict[str, str]], model=
             adjacent = tuple(name for name in ADJACENT_HOOK_REFERENCES if name in feeder)
             if adjacent:
                 add(ADJACENT, prov, op, adjacent, note=feeder[adjacent[0]])
-            if call_counts.get(prov.module_path, 1) > 1:
-                add(REUSED, prov, op, references)
-            lacking = tuple(
-                name for name, table in reference_tables.items() if table.get(mtype) in (None, "passthrough")
-            )
+            hooked = tuple(name for name, table in reference_tables.items() if _hooks(table, mtype))
+            instance = instance_of.get(prov.module_path, prov.module_path)
+            if len(calls.get(instance, ())) > 1 and hooked:  # a reference that never hooks the type is unaffected
+                add(REUSED, prov, op, hooked, path=instance)
+            lacking = tuple(name for name, table in reference_tables.items() if not _hooks(table, mtype))
             if lacking:
                 add(NO_RULE, prov, op, lacking)
             for name, table in reference_tables.items():
@@ -225,6 +226,22 @@ def find_culprits(converted, reference_tables: dict[str, dict[str, str]], model=
             code = prov.inner_code if inside_torch and prov.inner_code else prov.code
             add(FUNCTIONAL, prov, op, references, callee_of(code, op, submodules.get(prov.module_path, set())))
     return list(found.values())
+
+
+def _hooks(table: dict[str, str], module_type: str) -> bool:
+    """Whether a reference applies a rule of its own (through its hooks) to modules of this type."""
+    return table.get(module_type) not in (None, "passthrough")
+
+
+def _instance_paths(model) -> dict[str, str]:
+    """Every module path -> the first path of the same module object (``self.b = self.a`` is one module)."""
+    if model is None:
+        return {}
+    first: dict[int, str] = {}
+    paths = {}
+    for path, module in model.named_modules(remove_duplicate=False):
+        paths[path] = first.setdefault(id(module), path)
+    return paths
 
 
 def _is_float_tensor(node) -> bool:
@@ -250,7 +267,7 @@ def _hooked_feeder(node, prov, provenance, varying: set[str], reference_tables) 
             continue
         for name, table in reference_tables.items():
             mtype = prov.module_type.rsplit(".", 1)[-1]
-            if table.get(stype) not in (None, "passthrough") and table.get(mtype) not in (None, "passthrough"):
+            if _hooks(table, stype) and _hooks(table, mtype):
                 found[name] = f"module `{source.layer}` [{stype}]"
     return found
 

@@ -11,10 +11,7 @@ The models live in this file so that the culprits' call sites point here.
 from __future__ import annotations
 
 import copy
-import inspect
-import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -24,6 +21,17 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import xshap
+from tests.models.common import (
+    Lazy,
+    assert_really_incomplete,
+    captum_values,
+    completeness_gaps,
+    lines_with,
+    scale,
+    shap_values,
+    site_lines,
+    torch_f,
+)
 from xshap.culprits import ADJACENT, FUNCTIONAL, NO_RULE, PRODUCT, REUSED
 from xshap.report import AGREE, REFERENCE_ERROR, REFERENCE_INCOMPLETE
 
@@ -184,95 +192,37 @@ BUILDERS = {
 }
 
 
-class _Lazy(dict):
-    """A dict that computes a missing entry on first use (shared by the tests of this module)."""
-
-    def __init__(self, make):
-        super().__init__()
-        self.make = make
-
-    def __missing__(self, key):
-        value = self[key] = self.make(key)
-        return value
-
-
 @pytest.fixture(scope="module")
 def cases():
-    return _Lazy(lambda name: BUILDERS[name]())
+    return Lazy(lambda name: BUILDERS[name]())
 
 
 @pytest.fixture(scope="module")
 def reports(cases):
-    return _Lazy(lambda name: xshap.crosscheck(cases[name].model, cases[name].background, cases[name].X))
+    return Lazy(lambda name: xshap.crosscheck(cases[name].model, cases[name].background, cases[name].X))
 
 
 @pytest.fixture(scope="module")
 def explained(reports):
     """xshap's float32 values (from the cross-check's DeepExplainer run) in shap's layout (N, *row, n_out)."""
-    return _Lazy(lambda name: np.moveaxis(reports[name].xshap_values[0], 1, -1))
+    return Lazy(lambda name: np.moveaxis(reports[name].xshap_values[0], 1, -1))
 
 
 # -- helpers --------------------------------------------------------------------------------------------------
-def _torch_f(model, background, X):
-    """f(x) (N, n_out) and E f (n_out,) computed by torch itself."""
-    with torch.no_grad():
-        return model(X).numpy().astype(np.float64), model(background).numpy().astype(np.float64).mean(axis=0)
-
-
-def _scale(outputs, expected):
-    return np.maximum(1.0, np.maximum(np.abs(outputs), np.abs(expected)))
-
-
-def _gaps(values_shap_layout, outputs, expected):
-    """sum(phi) - (f(x) - E f) per row and output; values in shap's layout (N, *row, n_out)."""
-    values = np.asarray(values_shap_layout, dtype=np.float64)
-    return values.reshape(values.shape[0], -1, values.shape[-1]).sum(axis=1) - (outputs - expected)
-
-
 def _shap_values(case: Case) -> np.ndarray:
-    shap = pytest.importorskip("shap")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        explainer = shap.DeepExplainer(copy.deepcopy(case.model), case.background)
-        return np.asarray(explainer.shap_values(case.X, check_additivity=False))
+    return shap_values(case.model, case.background, case.X)
 
 
 def _captum_values(case: Case, n_outputs: int) -> np.ndarray:
-    captum_attr = pytest.importorskip("captum.attr")
-    per_output = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for output in range(n_outputs):
-            explainer = captum_attr.DeepLiftShap(copy.deepcopy(case.model))
-            per_output.append(explainer.attribute(case.X, baselines=case.background, target=output).detach().numpy())
-    return np.stack(per_output, axis=-1)  # shap's layout
-
-
-def _lines_with(method, needle: str) -> list[int]:
-    """Line numbers (in this file) of the lines of ``method`` that contain ``needle``."""
-    lines, start = inspect.getsourcelines(method)
-    return [start + i for i, line in enumerate(lines) if needle in line]
+    return captum_values(case.model, case.background, case.X, n_outputs)
 
 
 def _site_lines(culprit) -> list[int]:
-    """The culprit's call sites as line numbers of this file (fails if a site is in another file)."""
-    lines = []
-    for source, _code in culprit.sites:
-        path, line = source.rsplit(":", 1)
-        assert Path(path).resolve() == Path(__file__).resolve(), source
-        lines.append(int(line))
-    return lines
+    return site_lines(culprit, __file__)
 
 
 def _assert_really_incomplete(values, case: Case, reported_gaps, min_broken: int):
-    """A reference's values, checked by this test against torch's f: the completeness gaps are real."""
-    outputs, expected = _torch_f(case.model, case.background, case.X)
-    gaps = _gaps(values, outputs, expected)
-    tolerance = 1e-4 * _scale(outputs, expected)
-    broken = np.abs(gaps) > 10 * tolerance
-    assert broken.sum() >= min_broken, (np.abs(gaps).max(), broken.sum())
-    # The report's gaps are the ones this test finds (both computed from float32 references).
-    np.testing.assert_allclose(reported_gaps, gaps, atol=2e-5)
+    assert_really_incomplete(values, case.model, case.background, case.X, reported_gaps, min_broken)
 
 
 # -- (a), (b): xshap's completeness ----------------------------------------------------------------------------
@@ -280,13 +230,13 @@ def _assert_really_incomplete(values, case: Case, reported_gaps, min_broken: int
 def test_xshap_is_complete_in_float32(explained, reports, cases, name):
     case = cases[name]
     values = explained[name]
-    outputs, expected = _torch_f(case.model, case.background, case.X)
+    outputs, expected = torch_f(case.model, case.background, case.X)
     assert values.dtype == np.float32
     assert values.shape == (*case.X.shape, outputs.shape[1])
     np.testing.assert_allclose(reports[name].expected_value, expected, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(reports[name].outputs, outputs, rtol=1e-5, atol=1e-5)
-    gaps = _gaps(values, outputs, expected)
-    assert np.all(np.abs(gaps) <= 1e-4 * _scale(outputs, expected)), np.abs(gaps).max()
+    gaps = completeness_gaps(values, outputs, expected)
+    assert np.all(np.abs(gaps) <= 1e-4 * scale(outputs, expected)), np.abs(gaps).max()
     assert np.abs(values).max() > 1e-3  # not trivially complete: the outputs do differ from E f
     assert np.abs(outputs - expected).max() > 1e-2
 
@@ -299,9 +249,9 @@ def test_xshap_is_complete_in_float64(cases, name):
     with jax.enable_x64(True):
         values = xshap.DeepExplainer(model, background).shap_values(X, check_additivity=False)
     assert values.dtype == np.float64
-    outputs, expected = _torch_f(model, background, X)
-    gaps = _gaps(values, outputs, expected)
-    assert np.all(np.abs(gaps) <= 1e-9 * _scale(outputs, expected)), np.abs(gaps).max()
+    outputs, expected = torch_f(model, background, X)
+    gaps = completeness_gaps(values, outputs, expected)
+    assert np.all(np.abs(gaps) <= 1e-9 * scale(outputs, expected)), np.abs(gaps).max()
 
 
 @pytest.mark.parametrize("name", ["textcnn_maxpool", "textcnn_amax"])
@@ -311,10 +261,10 @@ def test_text_head_explains_the_embedding_output(explained, cases, name):
     values = explained[name]
     with torch.no_grad():
         np.testing.assert_allclose(case.full(case.tokens).numpy(), case.model(case.X).numpy(), rtol=1e-6, atol=1e-6)
-    outputs, expected = _torch_f(case.model, case.background, case.X)
+    outputs, expected = torch_f(case.model, case.background, case.X)
     assert values.shape == (N_EXPLAINED, SEQ_LEN, EMB, outputs.shape[1])
     gaps = values.astype(np.float64).sum(axis=(1, 2)) - (outputs - expected)  # over L and E
-    assert np.all(np.abs(gaps) <= 1e-4 * _scale(outputs, expected)), np.abs(gaps).max()
+    assert np.all(np.abs(gaps) <= 1e-4 * scale(outputs, expected)), np.abs(gaps).max()
 
 
 # -- 1. the ResNet with one ReLU module per call: everyone agrees ---------------------------------------------
@@ -359,7 +309,7 @@ def test_reused_relu_breaks_shap_and_captum(reports, cases):
 
 def test_reused_relu_culprits_name_each_block(reports):
     report = reports["resnet_reused_relu"]
-    expected_lines = _lines_with(ReusedReluBlock.forward, "self.relu(")
+    expected_lines = lines_with(ReusedReluBlock.forward, "self.relu(")
     assert len(expected_lines) == 2
     reused = {c.module_path: c for c in report.culprits if c.kind == REUSED}
     assert set(reused) == {"layer1.relu", "layer2.relu"}
@@ -395,7 +345,7 @@ def test_functional_relu_culprits_name_callee_and_line(reports):
     for (_block, callee), culprit in found.items():
         assert culprit.op == "relu"
         assert culprit.module_type.endswith("FunctionalReluBlock")
-        assert _site_lines(culprit) == _lines_with(FunctionalReluBlock.forward, f"{callee}(")
+        assert _site_lines(culprit) == lines_with(FunctionalReluBlock.forward, f"{callee}(")
         assert {"shap", "captum"} <= set(culprit.references)
     assert "F.relu" in str(report) and "torch.relu" in str(report)
 
@@ -434,7 +384,7 @@ def test_text_amax_breaks_shap_and_captum(reports, cases):
 
 def test_text_amax_culprit_names_the_call(reports):
     report = reports["textcnn_amax"]
-    (line,) = _lines_with(TextCNNHead.forward, "torch.amax(")
+    (line,) = lines_with(TextCNNHead.forward, "torch.amax(")
     named = [c for c in report.culprits if c.kind == FUNCTIONAL and "amax" in (c.op + c.callee)]
     assert len(named) == 1, str(report)
     assert named[0].callee == "torch.amax"
