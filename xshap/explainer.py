@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -12,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from xshap.data import as_input_list, check_background, check_inputs
+from xshap.devices import RowSharding
 from xshap.errors import InputError, XShapIncompleteError
 from xshap.model import ExplainedModel, wrap_model
 from xshap.rulesets import COMPLETE, module_scopes
@@ -69,7 +71,9 @@ class DeepExplainer:
     the leading axis, or a list/tuple of them for several inputs.
     ``batch_size``: explained rows per compiled chunk; by default chosen to keep intermediates under
     ``max_memory`` bytes. ``rules``: ``"complete"`` (default) or ``"shap"``, shap's rule choices where
-    they differ from the complete rules (see ``xshap.rulesets``).
+    they differ from the complete rules (see ``xshap.rulesets``). ``devices``: where the explained rows
+    are spread (default: every device JAX sees; results are the same on one or many). ``progress``: a
+    tqdm bar over chunks; ``None`` shows it only on an interactive terminal for work of several chunks.
     """
 
     def __init__(
@@ -80,14 +84,19 @@ class DeepExplainer:
         rules: str = COMPLETE,
         batch_size: int | None = None,
         max_memory: int = DEFAULT_MAX_MEMORY,
+        devices=None,
+        progress: bool | None = None,
     ):
         background, self.multi_input = as_input_list(data)
         check_background(background)
         self._background_np = background
         self.model: ExplainedModel = wrap_model(model, background)
-        self.background = [jnp.asarray(b) for b in background]
+        self.sharding = RowSharding(devices)
+        self.background = [self.sharding.put_replicated(jnp.asarray(b)) for b in background]
+        self._params = self.sharding.put_replicated(self.model.params)
         self.batch_size = batch_size
         self.max_memory = max_memory
+        self.progress = progress
         self._set_rules(rules)
         self._forward = jax.jit(jax.vmap(self.model.fn, in_axes=(None,) + (0,) * len(background)))
         background_out = np.asarray(self._forward(self.model.params, *self.background))
@@ -123,11 +132,12 @@ class DeepExplainer:
     def chunk_rows(self) -> int:
         """Explained rows per compiled chunk."""
         if self.batch_size is not None:
-            return max(1, int(self.batch_size))
+            return self.sharding.round_up(max(1, int(self.batch_size)))
         program = self._deeplift.program
         bytes_per_pair = sum(math.prod(a.shape) * a.dtype.itemsize for a in program.avals.values())
         per_row = max(1, bytes_per_pair * len(self._background_np[0]) * self.n_outputs * 3)
-        return int(max(1, min(1024, self.max_memory // per_row)))
+        per_device = int(max(1, min(1024, self.max_memory // per_row)))
+        return per_device * self.sharding.count  # the memory budget holds on each device
 
     def explain(self, X, *, check_additivity: bool = True) -> Attribution:
         """DeepSHAP values of the rows of ``X`` with their outputs and completeness gaps."""
@@ -141,13 +151,14 @@ class DeepExplainer:
         n = arrays[0].shape[0]
         size = self.chunk_rows()
         pieces: list[list[np.ndarray]] = [[] for _ in arrays]
-        for start in range(0, n, size):
+        for start in _progress(range(0, n, size), self.progress, desc="xshap"):
             chunk = [a[start : start + size] for a in arrays]
             rows = chunk[0].shape[0]
-            padded = min(size, 1 << (rows - 1).bit_length())  # a few compiled shapes, not one per N
+            # a few compiled shapes (powers of two, split evenly over the devices), not one per N
+            padded = min(size, self.sharding.round_up(1 << (rows - 1).bit_length()))
             if padded > rows:
                 chunk = [np.concatenate([c, np.repeat(c[:1], padded - rows, axis=0)]) for c in chunk]
-            values = self._chunk(self.model.params, tuple(jnp.asarray(c) for c in chunk), tuple(self.background))
+            values = self._chunk(self._params, self.sharding.put_rows(chunk), tuple(self.background))
             for piece, value in zip(pieces, values):
                 piece.append(np.asarray(value)[:rows])
         values = [np.concatenate(p) for p in pieces]
@@ -164,6 +175,16 @@ class DeepExplainer:
     def shap_values(self, X, *, check_additivity: bool = True):
         """shap.DeepExplainer.shap_values: (N, *row_shape, n_outputs) per input (a list for several)."""
         return self.explain(X, check_additivity=check_additivity).shap_layout(self.multi_input)
+
+
+def _progress(chunks: range, progress: bool | None, desc: str):
+    """``chunks`` wrapped in a tqdm bar when asked, or (``None``) on a terminal for two chunks or more."""
+    show = progress if progress is not None else (len(chunks) > 1 and sys.stderr.isatty())
+    if not show:
+        return chunks
+    from tqdm.auto import tqdm
+
+    return tqdm(chunks, desc=desc, unit="chunk")
 
 
 def _raise_if_incomplete(attribution: Attribution) -> None:

@@ -1,0 +1,42 @@
+"""Explained rows spread over every visible device with jax.sharding; background and weights replicated.
+
+Rows are independent (each is averaged over the whole background on its own), so sharding the rows axis
+of a chunk splits the N*B pairs across devices without any communication but the final gather. With one
+device this is a no-op placement.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+
+class RowSharding:
+    """A one-axis mesh over ``devices`` (default: all of ``jax.devices()``), named "rows"."""
+
+    def __init__(self, devices: Sequence | None = None):
+        self.devices = list(devices) if devices is not None else jax.devices()
+        if not self.devices:
+            raise ValueError("no devices to run on")
+        self.mesh = Mesh(np.array(self.devices), ("rows",))
+        self.rows = NamedSharding(self.mesh, PartitionSpec("rows"))
+        self.replicated = NamedSharding(self.mesh, PartitionSpec())
+
+    @property
+    def count(self) -> int:
+        return len(self.devices)
+
+    def round_up(self, n: int) -> int:
+        """The smallest multiple of the device count that is at least ``n``."""
+        return -(-n // self.count) * self.count
+
+    def put_rows(self, arrays: Sequence[np.ndarray]) -> tuple:
+        """Row-sharded device arrays: rows split evenly over the devices (``len`` a multiple of ``count``)."""
+        return tuple(jax.device_put(a, self.rows) for a in arrays)
+
+    def put_replicated(self, tree):
+        """Every leaf copied to every device."""
+        return jax.device_put(tree, self.replicated)
