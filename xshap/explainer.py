@@ -120,8 +120,12 @@ class DeepExplainer:
         """phi for a chunk of rows: mean over the background of (x - r) * m(x, r), per output."""
 
         def per_pair(x_rows, r_rows):
-            jacobian = jax.jacrev(lambda rows: self._deeplift.paired(params, rows, r_rows))(tuple(x_rows))
-            return tuple((x - r)[None] * m for x, r, m in zip(x_rows, r_rows, jacobian))
+            # One forward pass, then one pullback per output: an unrolled loop of VJPs is 2-3x faster on XLA:CPU
+            # than jax.jacrev's vmap over the one-hot cotangents (measured on the issue-4 CNN workload).
+            out, pullback = jax.vjp(lambda rows: self._deeplift.paired(params, rows, r_rows), tuple(x_rows))
+            per_output = [pullback(jax.nn.one_hot(o, out.shape[0], dtype=out.dtype))[0] for o in range(out.shape[0])]
+            multipliers = [jnp.stack([grads[i] for grads in per_output]) for i in range(len(x_rows))]
+            return tuple((x - r)[None] * m for x, r, m in zip(x_rows, r_rows, multipliers))
 
         def per_row(x_rows):
             contributions = jax.vmap(per_pair, in_axes=(None, 0))(x_rows, background)
@@ -137,6 +141,7 @@ class DeepExplainer:
         bytes_per_pair = sum(math.prod(a.shape) * a.dtype.itemsize for a in program.avals.values())
         per_row = max(1, bytes_per_pair * len(self._background_np[0]) * self.n_outputs * 3)
         per_device = int(max(1, min(1024, self.max_memory // per_row)))
+        per_device = 1 << (per_device.bit_length() - 1)  # a power of two: the padded tail compiles no new shape
         return per_device * self.sharding.count  # the memory budget holds on each device
 
     def explain(self, X, *, check_additivity: bool = True) -> Attribution:
@@ -154,8 +159,9 @@ class DeepExplainer:
         for start in _progress(range(0, n, size), self.progress, desc="xshap"):
             chunk = [a[start : start + size] for a in arrays]
             rows = chunk[0].shape[0]
-            # a few compiled shapes (powers of two, split evenly over the devices), not one per N
-            padded = min(size, self.sharding.round_up(1 << (rows - 1).bit_length()))
+            # one compiled shape for every chunk of a long run (the tail padded to the full chunk); a short run
+            # pads to a power of two: a few shapes over all N, never one per N
+            padded = size if n > size else min(size, self.sharding.round_up(1 << (rows - 1).bit_length()))
             if padded > rows:
                 chunk = [np.concatenate([c, np.repeat(c[:1], padded - rows, axis=0)]) for c in chunk]
             values = self._chunk(self._params, self.sharding.put_rows(chunk), tuple(self.background))
