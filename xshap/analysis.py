@@ -79,6 +79,7 @@ def analyse(program: Program, module_scopes: frozenset[str] = frozenset()) -> An
     units: dict[int, Unit] = {}
     unit_of_root: dict[int, Unit] = {}
     module_units: dict[str, Unit] = {}
+    made_in: dict[int, str] = {}  # value -> the module call whose unit computes it
     for eqn in program.eqns:
         varying_in = [a for a in eqn.inputs if isinstance(a, int) and a in varying]
         if not varying_in:
@@ -86,7 +87,7 @@ def analyse(program: Program, module_scopes: frozenset[str] = frozenset()) -> An
         varying.update(eqn.outputs)
         module = module_scope_of(eqn.scope, module_scopes) if module_scopes else None
         if module is not None:
-            _add_to_module_unit(eqn, varying_in, module, module_units, units)
+            _add_to_module_unit(eqn, varying_in, module, module_units, units, made_in)
             continue
         roots = {root_of.get(a, a) for a in varying_in}
         out_shape = program.aval(eqn.outputs[0]).shape
@@ -105,9 +106,10 @@ def analyse(program: Program, module_scopes: frozenset[str] = frozenset()) -> An
     return Analysis(varying, units, unit_of_root)
 
 
-def _add_to_module_unit(eqn, varying_in, module: str, module_units: dict[str, Unit], units: dict) -> None:
-    inside = {out for e in (module_units[module].eqns if module in module_units else []) for out in e.outputs}
-    external = {a for a in varying_in if a not in inside}
+def _add_to_module_unit(
+    eqn, varying_in, module: str, module_units: dict[str, Unit], units: dict, made_in: dict[int, str]
+) -> None:
+    external = {a for a in varying_in if made_in.get(a) != module}
     unit = module_units.get(module)
     if unit is None:
         if len(external) != 1:
@@ -117,6 +119,7 @@ def _add_to_module_unit(eqn, varying_in, module: str, module_units: dict[str, Un
         raise ValueError(f"module call {module!r} reads a second input-dependent value; a 1-D rule needs one")
     unit.eqns.append(eqn)
     units[id(eqn)] = unit
+    made_in.update((out, module) for out in eqn.outputs)
 
 
 def _check_module_units(program: Program, module_units: dict[str, Unit]) -> None:
