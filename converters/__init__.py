@@ -4,7 +4,7 @@ Knows torch; knows nothing of DeepLIFT.
 """
 
 from converters import ops as _ops  # noqa: F401  (fills the op registry)
-from converters.converted import Converted, from_torch
+from converters.converted import Converted, from_exported, from_torch
 from converters.errors import ConversionError, ExportError, UnsupportedOperatorError
 from converters.independence import BatchDependenceError
 from converters.provenance import Provenance
@@ -20,6 +20,7 @@ __all__ = [
     "Provenance",
     "UnsupportedOperatorError",
     "ValidationReport",
+    "from_exported",
     "from_torch",
     "register",
     "supported_ops",

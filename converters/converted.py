@@ -8,9 +8,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
+from torch.export import ExportedProgram
 
 from converters.errors import ConversionError
-from converters.export import Capture, capture, weights_of
+from converters.export import Capture, capture, capture_saved, weights_of
 from converters.graph import GraphFunction
 from converters.independence import check_batch_statistics_modules, check_rows_independent
 from converters.provenance import Provenance
@@ -72,6 +73,13 @@ class Converted:
         """Provenance of every op, in graph order."""
         return list(self.provenance.values())
 
+    def summary(self, rules: str = "complete"):
+        """Each torch module call -> the torch ops it exported, the JAX primitives they became and the
+        DeepLIFT rule of each nonlinear one, with call counts (reuse made visible). Needs xshap's rules."""
+        from xshap.summary import summary_of_converted
+
+        return summary_of_converted(self, rules)
+
     # -- self-check -------------------------------------------------------------------------------------
     def validate(self, *inputs, rtol: float | None = None, max_rows: int = 16) -> ValidationReport:
         """Run the exported torch graph and the JAX function side by side on the same rows.
@@ -113,12 +121,48 @@ def from_torch(model: torch.nn.Module, example_inputs) -> Converted:
     the first row and mapped over rows with ``jax.vmap``; with two rows or more, the model is also checked
     to compute each row independently of the others (``BatchDependenceError`` if not).
     """
+    examples = _examples(example_inputs)
+    check_batch_statistics_modules(model)
+    captured = capture(model, [x[:1] for x in examples])
+    converted = _build(captured, examples)
+    check_rows_independent(model, [x[:4] for x in examples], captured)
+    return converted
+
+
+def from_exported(program: ExportedProgram, example_inputs) -> Converted:
+    """Convert a saved ``torch.export`` program (``torch.export.load`` of a ``.pt2``) to a pure JAX function.
+
+    The program must have been exported for one row (batch axis of size 1): it is mapped over rows with
+    ``jax.vmap``, so each row is computed alone, as the saved graph computes it.
+    """
+    examples = _examples(example_inputs)
+    captured = capture_saved(program)
+    user_inputs = [
+        node.meta.get("val")
+        for node in captured.program.graph.nodes
+        if node.op == "placeholder" and node.name in captured.input_names
+    ]
+    if len(user_inputs) != len(examples):
+        raise ConversionError(f"the saved program takes {len(user_inputs)} input(s); {len(examples)} given")
+    for i, (val, x) in enumerate(zip(user_inputs, examples)):
+        shape = tuple(getattr(val, "shape", ()))
+        if not shape or shape[0] != 1 or shape[1:] != tuple(x.shape[1:]):
+            raise ConversionError(
+                f"the saved program's input {i} has shape {shape}; xshap needs a program exported for ONE row "
+                f"of shape (1, {', '.join(map(str, x.shape[1:]))}) (torch.export.export(model, (x[:1],)))"
+            )
+    return _build(captured, examples)
+
+
+def _examples(example_inputs) -> list[torch.Tensor]:
     examples = [torch.as_tensor(x) for x in _as_tuple(example_inputs)]
     for i, x in enumerate(examples):
         if x.ndim == 0 or x.shape[0] == 0:
             raise ValueError(f"example input {i} has shape {tuple(x.shape)}: it needs a leading batch axis with rows")
-    check_batch_statistics_modules(model)
-    captured = capture(model, [x[:1] for x in examples])
+    return examples
+
+
+def _build(captured: Capture, examples: list[torch.Tensor]) -> Converted:
     graph = GraphFunction(captured)
     weights = weights_of(captured.program)
     params = {name: _to_jax(weights[name]) for name in captured.param_names}
@@ -137,7 +181,6 @@ def from_torch(model: torch.nn.Module, example_inputs) -> Converted:
             f"for a batch of one row the model returns shape {out_shape}; xshap needs outputs whose leading "
             "axis is the batch axis"
         )
-    check_rows_independent(model, [x[:4] for x in examples], captured)
     return Converted(
         graph=graph,
         params=params,

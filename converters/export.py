@@ -73,6 +73,11 @@ def capture(model: torch.nn.Module, example_inputs: Sequence[torch.Tensor]) -> C
         except Exception as error:  # torch raises many types here; all mean "cannot capture"
             raise _translate_export_failure(error) from error
 
+    return capture_program(program, root_type)
+
+
+def capture_program(program: ExportedProgram, root_type: str) -> Capture:
+    """The Capture of an already exported (and decomposed) program: weights, inputs, provenance."""
     signature = program.graph_signature
     mutations = [spec for spec in signature.output_specs if spec.kind != OutputKind.USER_OUTPUT]
     if mutations:
@@ -92,6 +97,25 @@ def capture(model: torch.nn.Module, example_inputs: Sequence[torch.Tensor]) -> C
         node.name: provenance_of(node, root_type) for node in program.graph.nodes if node.op == "call_function"
     }
     return Capture(program, param_names, input_names, provenance, root_type)
+
+
+def capture_saved(program: ExportedProgram) -> Capture:
+    """A program loaded from a ``.pt2`` file: functionalised as ``capture`` does, the root type read from the
+    graph's module stacks (the saved program no longer has the module object)."""
+    try:
+        program = program.run_decompositions({})
+    except Exception as error:  # torch raises many types here
+        raise ExportError(
+            f"the saved program cannot be decomposed into ATen ops: {type(error).__name__}: {error}"
+        ) from error
+    root_type = "torch.export.ExportedProgram"
+    for node in program.graph.nodes:
+        stack = node.meta.get("nn_module_stack") or {}
+        for path, mtype in stack.values():
+            if path == "":
+                root_type = mtype if isinstance(mtype, str) else f"{mtype.__module__}.{mtype.__qualname__}"
+                break
+    return capture_program(program, root_type)
 
 
 def weights_of(program: ExportedProgram) -> dict[str, torch.Tensor]:

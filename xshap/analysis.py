@@ -28,7 +28,7 @@ ELEMENTWISE = {
 }  # fmt: skip
 
 # Elementwise primitives that are affine in their varying operands wherever they appear in a unit.
-_ALWAYS_LINEAR = {"add", "sub", "neg", "convert_element_type", "copy", "copy_p", "reduce_precision"}
+ALWAYS_LINEAR = {"add", "sub", "neg", "convert_element_type", "copy", "copy_p", "reduce_precision"}
 
 
 @dataclass
@@ -52,7 +52,7 @@ class Analysis:
 def is_linear_elementwise(eqn: Eqn, varying: set[int]) -> bool:
     """Affine in its varying operands: add/sub/neg/casts, mul by a constant, division by a constant."""
     n_varying = sum(isinstance(a, int) and a in varying for a in eqn.inputs)
-    if eqn.name in _ALWAYS_LINEAR:
+    if eqn.name in ALWAYS_LINEAR:
         return True
     if eqn.name == "mul":
         return n_varying <= 1

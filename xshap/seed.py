@@ -95,10 +95,17 @@ def train(net: torch.nn.Module, data: SeedData, steps: int = 5000, seed: int = 0
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
     loss_function = torch.nn.MSELoss()
     net.train()
-    for _ in range(steps):
-        optimizer.zero_grad()
-        loss_function(net(data.X_train), data.y_train).backward()
-        optimizer.step()
+    # One thread: these nets are tiny, and torch's thread pool only adds waiting (on a busy 2-core machine
+    # 1000 steps took 3 s on one thread and 79 s on two). Restored afterwards.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for _ in range(steps):
+            optimizer.zero_grad()
+            loss_function(net(data.X_train), data.y_train).backward()
+            optimizer.step()
+    finally:
+        torch.set_num_threads(threads)
     return net.eval()
 
 
