@@ -4,7 +4,8 @@ from xshap.crosscheck import crosscheck
 from xshap.errors import InputError, NoRuleError, XShapError, XShapIncompleteError
 from xshap.explainer import Attribution, DeepExplainer
 from xshap.report import CrosscheckReport
-from xshap.transform import DeepLift, deeplift
+from xshap.single import DeepLift, attribute
+from xshap.transform import deeplift
 
 __all__ = [
     "Attribution",
@@ -15,6 +16,7 @@ __all__ = [
     "NoRuleError",
     "XShapError",
     "XShapIncompleteError",
+    "attribute",
     "crosscheck",
     "deeplift",
 ]

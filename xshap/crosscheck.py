@@ -8,9 +8,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from xshap.culprits import RULE_CHOICE, Culprit, find_culprits
-from xshap.data import as_input_list
-from xshap.explainer import Attribution, DeepExplainer
-from xshap.references import REFERENCES, ReferenceResult, available_references
+from xshap.data import as_input_list, check_inputs
+from xshap.explainer import RANK_ORDERS, Attribution, DeepExplainer, rank_outputs
+from xshap.model import is_exported_program
+from xshap.references import REFERENCES, RULE_TABLES, Ranking, ReferenceResult, available_references
 from xshap.report import (
     AGREE,
     DISAGREE,
@@ -32,6 +33,9 @@ def crosscheck(
     *,
     references: Sequence[str] | None = None,
     validate_rows: int = 16,
+    feature_names: Sequence[str] | None = None,
+    ranked_outputs: int | None = None,
+    output_rank_order: str = "max",
     **explainer_options,
 ) -> CrosscheckReport:
     """Explain ``X`` with xshap and with each reference on the same model and background; compare.
@@ -39,12 +43,16 @@ def crosscheck(
     For a torch model the conversion is checked against torch layer by layer first, so a conversion
     error is never mistaken for a finding. xshap's own completeness is checked too: if it fails,
     ``XShapIncompleteError`` is raised (a bug in xshap), never reported as a verdict.
-    ``references``: names among "shap", "captum"; default every one installed.
+    ``references``: names among "shap", "captum"; default every one installed. ``feature_names``: one
+    per feature of the flattened input(s), for the plots, the HTML report and ``report.explanation``.
+    ``model`` may be shap's interim form ``(model, layer)``; ``ranked_outputs``/``output_rank_order`` explain
+    each row's top outputs as shap does (the report's outputs are then the rank slots).
     """
     start = time.perf_counter()
     explainer = DeepExplainer(model, background, **explainer_options)
     x_arrays, _ = as_input_list(X)
-    bg_arrays = explainer._background_np
+    bg_arrays = explainer._model_inputs_np
+    check_inputs(x_arrays, bg_arrays)  # before the conversion check, which runs X and the background together
     converted = explainer.model.converted
     validation = None
     if converted is not None:
@@ -52,6 +60,13 @@ def crosscheck(
         validation = converted.validate(*rows, max_rows=2 * validate_rows)
         validation.raise_if_failed()
     attribution = explainer.explain(X, check_additivity=True)
+    ranking = None
+    if ranked_outputs is not None:
+        if output_rank_order not in RANK_ORDERS:
+            raise ValueError("output_rank_order must be max, min, or max_abs!")
+        ranks = rank_outputs(attribution.outputs, int(ranked_outputs), output_rank_order)
+        ranking = Ranking(int(ranked_outputs), output_rank_order, ranks)
+        attribution = select_outputs(attribution, ranks)
     xshap_seconds = time.perf_counter() - start
 
     notes = []
@@ -60,24 +75,45 @@ def crosscheck(
     if unknown:
         raise ValueError(f"unknown reference(s) {unknown}; choose from {sorted(REFERENCES)}")
     results: list[ReferenceResult] = []
+    saved = is_exported_program(model)
+    torch_model = model[0] if isinstance(model, tuple) else model  # (model, layer): shap's interim form
     if converted is None:
         if names:
             notes.append("shap and Captum explain torch models only: no reference run for a JAX model")
+        tables = {}
+    elif saved:
+        tables = {name: RULE_TABLES[name]() for name in names}
+        if names:
+            notes.append(SAVED_PROGRAM_NOTE)
     else:
+        layer = explainer.model.layer if explainer.model.head is not None else None
+        value_ndims = [b.ndim for b in explainer._background_np]  # the layer's inputs for (model, layer)
         for name in names:
-            results.append(REFERENCES[name](model, bg_arrays, x_arrays, explainer.n_outputs))
+            results.append(
+                REFERENCES[name](
+                    torch_model,
+                    bg_arrays,
+                    x_arrays,
+                    explainer.n_outputs,
+                    layer=layer,
+                    value_ndims=value_ndims,
+                    ranking=ranking,
+                )
+            )
+        tables = {name: result.rule_table for name, result in zip(names, results)}
 
-    tables = {name: result.rule_table for name, result in zip(names, results)}
-    culprits = find_culprits(converted, tables, model) if converted is not None else []
+    culprits = find_culprits(converted, tables, None if saved else torch_model) if converted is not None else []
     comparisons = []
-    for name, result in zip(names, results):
+    for name, result in zip([n for n in names if not saved], results):
         choices = [c for c in culprits if c.kind == RULE_CHOICE and name in c.references]
         reproduced = None
         if choices and name in REPRODUCIBLE_RULES and result.error is None:
             reproduced = explainer.with_rules(REPRODUCIBLE_RULES[name]).explain(X, check_additivity=True)
+            if ranking is not None:
+                reproduced = select_outputs(reproduced, ranking.ranks)
         comparisons.append(compare(result, attribution, choices, reproduced, REPRODUCIBLE_RULES.get(name)))
     return CrosscheckReport(
-        model_name=type(model).__name__ if converted is not None else getattr(model, "__name__", type(model).__name__),
+        model_name=_model_name(model, converted),
         outputs=attribution.outputs,
         expected_value=attribution.expected_value,
         xshap_values=attribution.values,
@@ -89,7 +125,40 @@ def crosscheck(
         n_background=int(bg_arrays[0].shape[0]),
         xshap_seconds=xshap_seconds,
         notes=notes,
+        data=explainer.model.to_interim([np.asarray(x) for x in x_arrays]),
+        feature_names=list(feature_names) if feature_names is not None else None,
+        rules=explainer.rules,
     )
+
+
+def select_outputs(attribution: Attribution, ranks: np.ndarray) -> Attribution:
+    """The attribution restricted to each row's ranked outputs: (N, k) slots instead of (N, n_outputs)."""
+    rows = np.arange(ranks.shape[0])[:, None]
+    return Attribution(
+        values=[v[rows, ranks] for v in attribution.values],
+        outputs=attribution.outputs[rows, ranks],
+        expected_value=np.asarray(attribution.expected_value)[ranks],
+        gaps=attribution.gaps[rows, ranks],
+        tolerance=attribution.tolerance[rows, ranks],
+    )
+
+
+SAVED_PROGRAM_NOTE = (
+    "a saved program (.pt2) holds no nn.Module objects for shap's or Captum's hooks, so they were not run; "
+    "the culprits are read from the graph, and each would make that reference's attributions for the "
+    "original module incomplete or different"
+)
+
+
+def _model_name(model, converted) -> str:
+    if isinstance(model, tuple):
+        layer = model[1] if isinstance(model[1], str) else type(model[1]).__name__
+        return f"{_model_name(model[0], converted)} (input of {layer})"
+    if converted is None:
+        return getattr(model, "__name__", type(model).__name__)
+    if is_exported_program(model):
+        return converted.capture.root_type.rsplit(".", 1)[-1] + " (saved program)"
+    return type(model).__name__
 
 
 def compare(
@@ -137,6 +206,7 @@ def compare(
         reproduced_rules=reproduced_rules if reproduced is not None else None,
         reproduced_diff=reproduced_diff,
         reproduces=reproduced is not None and bool(np.all(explained)),
+        values=result.values,
     )
 
 

@@ -16,7 +16,7 @@ from xshap.data import as_input_list, check_background, check_inputs
 from xshap.devices import RowSharding
 from xshap.errors import InputError, XShapIncompleteError
 from xshap.model import ExplainedModel, wrap_model
-from xshap.rulesets import COMPLETE, module_scopes
+from xshap.rulesets import COMPLETE, REVEALCANCEL, module_scopes
 from xshap.transform import DeepLift
 
 DEFAULT_MAX_MEMORY = 1 << 30  # bytes of intermediates per chunk of explained rows
@@ -56,6 +56,8 @@ class Attribution:
     expected_value: np.ndarray
     gaps: np.ndarray
     tolerance: np.ndarray
+    pair_totals: np.ndarray | None = None  # sum(phi) per (row, background row, output), when asked for
+    background_outputs: np.ndarray | None = None  # f(r) per background row, (B, n_outputs), with pair_totals
 
     def shap_layout(self, several_inputs: bool):
         """shap 0.51's layout: (N, *row_shape, n_outputs) per input; a list for several inputs."""
@@ -89,8 +91,13 @@ class DeepExplainer:
     ):
         background, self.multi_input = as_input_list(data)
         check_background(background)
-        self._background_np = background
+        self._model_inputs_np = background  # the model's own inputs: X is checked against them
         self.model: ExplainedModel = wrap_model(model, background)
+        # what is explained: the model's inputs, or for (model, layer) the layer's inputs
+        background = self.model.to_interim(background)
+        _refuse_non_float(background, interim=self.model.head is not None)
+        self._background_np = background
+        self._several = len(background) > 1 if self.model.head is not None else self.multi_input
         self.sharding = RowSharding(devices)
         self.background = [self.sharding.put_replicated(jnp.asarray(b)) for b in background]
         self._params = self.sharding.put_replicated(self.model.params)
@@ -101,13 +108,20 @@ class DeepExplainer:
         self._forward = jax.jit(jax.vmap(self.model.fn, in_axes=(None,) + (0,) * len(background)))
         background_out = np.asarray(self._forward(self.model.params, *self.background))
         self.n_outputs = background_out.shape[1]
+        self._background_outputs = background_out
         self.expected_value = background_out.mean(axis=0)
 
     def _set_rules(self, rules: str) -> None:
         scopes = module_scopes(rules, self.model.converted)
         self.rules = rules
-        self._deeplift = DeepLift(self.model.fn, self.model.params, [b[0] for b in self._background_np], scopes)
-        self._chunk = jax.jit(self._explain_chunk)
+        self._deeplift = DeepLift(
+            self.model.fn,
+            self.model.params,
+            [b[0] for b in self._background_np],
+            scopes,
+            reveal_cancel=rules == REVEALCANCEL,
+        )
+        self._chunk = jax.jit(self._explain_chunk, static_argnames=("pair_totals",))
 
     def with_rules(self, rules: str) -> DeepExplainer:
         """The same model and background (converted once) explained with another rule set."""
@@ -116,8 +130,9 @@ class DeepExplainer:
         return other
 
     # -- the computation --------------------------------------------------------------------------------
-    def _explain_chunk(self, params, xs: tuple, background: tuple) -> tuple:
-        """phi for a chunk of rows, mean over the background of (x - r) * m(x, r) per output, and f(x).
+    def _explain_chunk(self, params, xs: tuple, background: tuple, pair_totals: bool = False) -> tuple:
+        """phi for a chunk of rows, mean over the background of (x - r) * m(x, r) per output, and f(x);
+        with ``pair_totals``, also sum(phi) of every (row, background row) pair, (rows, B, n_outputs).
 
         f(x) comes from the same compiled call: one dispatch per chunk, which is most of the cost of a short run.
         """
@@ -132,9 +147,17 @@ class DeepExplainer:
 
         def per_row(x_rows):
             contributions = jax.vmap(per_pair, in_axes=(None, 0))(x_rows, background)
-            return tuple(c.mean(axis=0) for c in contributions)
+            means = tuple(c.mean(axis=0) for c in contributions)
+            if not pair_totals:
+                return means
+            totals = sum(c.reshape(c.shape[:2] + (-1,)).sum(axis=2) for c in contributions)
+            return means, totals
 
-        return jax.vmap(per_row)(xs), jax.vmap(self.model.fn, in_axes=(None,) + (0,) * len(xs))(params, *xs)
+        outputs = jax.vmap(self.model.fn, in_axes=(None,) + (0,) * len(xs))(params, *xs)
+        if not pair_totals:
+            return jax.vmap(per_row)(xs), outputs
+        means, totals = jax.vmap(per_row)(xs)
+        return means, outputs, totals
 
     def chunk_rows(self) -> int:
         """Explained rows per compiled chunk."""
@@ -147,19 +170,22 @@ class DeepExplainer:
         per_device = 1 << (per_device.bit_length() - 1)  # a power of two: the padded tail compiles no new shape
         return per_device * self.sharding.count  # the memory budget holds on each device
 
-    def explain(self, X, *, check_additivity: bool = True) -> Attribution:
-        """DeepSHAP values of the rows of ``X`` with their outputs and completeness gaps."""
+    def explain(self, X, *, check_additivity: bool = True, pair_totals: bool = False) -> Attribution:
+        """DeepSHAP values of the rows of ``X`` with their outputs and completeness gaps; with ``pair_totals``,
+        also sum(phi) for every (row, background row) pair (``Attribution.pair_totals``)."""
         arrays, several = as_input_list(X)
         if several != self.multi_input:
             raise InputError(
                 f"the explainer was built with {'several inputs' if self.multi_input else 'one input'}; pass X the same way"
             )
-        check_inputs(arrays, self._background_np)
+        check_inputs(arrays, self._model_inputs_np)
         self.model.check_unchanged()
+        arrays = self.model.to_interim(arrays)
         n = arrays[0].shape[0]
         size = self.chunk_rows()
         pieces: list[list[np.ndarray]] = [[] for _ in arrays]
         output_pieces: list[np.ndarray] = []
+        total_pieces: list[np.ndarray] = []
         for start in _progress(range(0, n, size), self.progress, desc="xshap"):
             chunk = [a[start : start + size] for a in arrays]
             rows = chunk[0].shape[0]
@@ -168,7 +194,12 @@ class DeepExplainer:
             padded = size if n > size else min(size, self.sharding.round_up(1 << (rows - 1).bit_length()))
             if padded > rows:
                 chunk = [np.concatenate([c, np.repeat(c[:1], padded - rows, axis=0)]) for c in chunk]
-            values, chunk_outputs = self._chunk(self._params, self.sharding.put_rows(chunk), tuple(self.background))
+            result = self._chunk(
+                self._params, self.sharding.put_rows(chunk), tuple(self.background), pair_totals=pair_totals
+            )
+            values, chunk_outputs = result[:2]
+            if pair_totals:
+                total_pieces.append(np.asarray(result[2])[:rows])
             for piece, value in zip(pieces, values):
                 piece.append(np.asarray(value)[:rows])
             output_pieces.append(np.asarray(chunk_outputs)[:rows])
@@ -179,13 +210,126 @@ class DeepExplainer:
         mass = sum(np.abs(v).reshape(n, self.n_outputs, -1).sum(axis=2) for v in values)
         tolerance = completeness_tolerance(self._deeplift.compute_dtype, outputs, self.expected_value, mass=mass)
         attribution = Attribution(values, outputs, self.expected_value, gaps, tolerance)
+        if pair_totals:
+            attribution.pair_totals = np.concatenate(total_pieces)
+            attribution.background_outputs = self._background_outputs
         if check_additivity:
-            _raise_if_incomplete(attribution)
+            _raise_if_incomplete(attribution, lambda row: self._locate(arrays, row))
         return attribution
 
-    def shap_values(self, X, *, check_additivity: bool = True):
-        """shap.DeepExplainer.shap_values: (N, *row_shape, n_outputs) per input (a list for several)."""
-        return self.explain(X, check_additivity=check_additivity).shap_layout(self.multi_input)
+    def _locate(self, arrays: list[np.ndarray], row: int) -> str:
+        """Name the op whose rule broke completeness for one row (see xshap.diagnose)."""
+        from xshap.diagnose import local_gaps
+
+        try:
+            gaps = local_gaps(self._deeplift, self.model.params, [a[row] for a in arrays], self._background_np)
+        except Exception as error:  # the diagnosis must never hide the original error
+            return f"(the culprit could not be located: {type(error).__name__}: {error})"
+        if not gaps:
+            return "(no single op's rule is locally incomplete: the sum itself lost precision)"
+        first = gaps[0]
+        where = self._describe_scope(first.scope)
+        return (
+            f"first locally incomplete op: {first.primitive} in {where} (|tangent - Delta| {first.gap:.3e} "
+            f"on values of size {first.scale:.3e}); {len(gaps)} value(s) affected downstream"
+        )
+
+    def _describe_scope(self, scope: str) -> str:
+        converted = self.model.converted
+        if converted is None:
+            return f"scope {scope or '<top level>'!r}"
+        for prov in converted.ops:
+            if prov.scope and (
+                scope == prov.scope or scope.endswith("/" + prov.scope) or scope.startswith(prov.scope + "/")
+            ):
+                return f"module {prov.describe()}"
+        return f"scope {scope or '<top level>'!r}"
+
+    def shap_values(
+        self, X, ranked_outputs: int | None = None, output_rank_order: str = "max", check_additivity: bool = True
+    ):
+        """shap.DeepExplainer.shap_values: (N, *row_shape, n_outputs) per input (a list for several).
+
+        ``ranked_outputs=k``: for each row, only its k top outputs by ``output_rank_order`` ("max", "min" or
+        "max_abs" of f(x)); returns ``(values, indexes)`` with values (N, *row_shape, k) and indexes (N, k),
+        the output explained in each slot, as shap 0.51 does (a torch tensor for torch models, like shap's).
+        """
+        if output_rank_order not in RANK_ORDERS:
+            raise ValueError("output_rank_order must be max, min, or max_abs!")
+        attribution = self.explain(X, check_additivity=check_additivity)
+        values = attribution.shap_layout(self._several)
+        if ranked_outputs is None:
+            return values
+        ranks = rank_outputs(attribution.outputs, int(ranked_outputs), output_rank_order)
+        rows = np.arange(ranks.shape[0])[:, None]
+        chosen = [
+            np.moveaxis(np.moveaxis(v, -1, 1)[rows, ranks], 1, -1) for v in (values if self._several else [values])
+        ]
+        indexes = ranks
+        if self.model.torch_model is not None:
+            import torch
+
+            indexes = torch.from_numpy(ranks.astype(np.int64 if self.n_outputs > 1 else np.int32))
+        return (chosen if self._several else chosen[0]), indexes
+
+    def summary(self):
+        """The layer-by-layer view (torch models): module calls, their ops and the rules they get."""
+        if self.model.converted is None:
+            raise InputError("summary() describes a converted torch model; a JAX function has no modules")
+        from xshap.summary import summarize
+
+        name = self.model.converted.capture.root_type.rsplit(".", 1)[-1]
+        return summarize(self.model.converted, self._deeplift, self.rules, name)
+
+    def explanation(self, X, *, feature_names=None, output_names=None, check_additivity: bool = True):
+        """The DeepSHAP values of ``X`` as a ``shap.Explanation`` with base values and data (shap's plots take it)."""
+        from xshap.interop import to_explanation
+
+        arrays, _ = as_input_list(X)
+        attribution = self.explain(X, check_additivity=check_additivity)
+        arrays = self.model.to_interim(arrays)
+        return to_explanation(
+            attribution.values,
+            attribution.expected_value,
+            arrays,
+            feature_names=feature_names,
+            output_names=output_names,
+        )
+
+    def __call__(self, X):
+        """shap's ``explainer(X)``: a ``shap.Explanation`` (with base values, which shap's own omits)."""
+        return self.explanation(X)
+
+
+def _refuse_non_float(arrays: list[np.ndarray], interim: bool) -> None:
+    """DeepLIFT attributes real-valued changes: integer or boolean inputs (token ids, masks) have none."""
+    for i, array in enumerate(arrays):
+        if array.dtype.kind not in "fc":
+            what = f"the layer's input {i}" if interim else (f"input {i}" if len(arrays) > 1 else "the input")
+            raise InputError(
+                f"{what} has dtype {array.dtype}: DeepSHAP attributes changes of real values, and integer or boolean "
+                "values (token ids, masks) have no difference to scale. For token ids explain the embedding's output: "
+                "DeepExplainer((model, layer), background) with layer the module that takes the embeddings; for a "
+                "mask, make it a buffer or bind it into the model."
+            )
+
+
+RANK_ORDERS = ("max", "min", "max_abs")
+
+
+def rank_outputs(outputs: np.ndarray, k: int, order: str) -> np.ndarray:
+    """The k outputs of each row to explain, as shap ranks them: (N, k) output indexes.
+
+    With one output shap explains it whatever k is (indexes all 0); otherwise a (stable) sort of f(x)
+    descending ("max"), ascending ("min") or of |f(x)| descending ("max_abs"), first k.
+    """
+    n, n_outputs = outputs.shape
+    if n_outputs == 1:
+        return np.zeros((n, 1), dtype=np.int64)
+    if k < 1:
+        raise ValueError(f"ranked_outputs must be at least 1, got {k}")
+    key = {"max": -outputs, "min": outputs, "max_abs": -np.abs(outputs)}[order]
+    return np.argsort(key, axis=1, kind="stable")[:, :k].astype(np.int64)
 
 
 def _progress(chunks: range, progress: bool | None, desc: str):
@@ -198,14 +342,15 @@ def _progress(chunks: range, progress: bool | None, desc: str):
     return tqdm(chunks, desc=desc, unit="chunk")
 
 
-def _raise_if_incomplete(attribution: Attribution) -> None:
+def _raise_if_incomplete(attribution: Attribution, locate: Callable[[int], str] | None = None) -> None:
     bad = np.abs(attribution.gaps) > attribution.tolerance
     if bad.any():
         row, output = (int(i) for i in np.argwhere(bad)[0])
+        culprit = f" {locate(row)}." if locate is not None else ""
         raise XShapIncompleteError(
             f"xshap's attributions do not add up for {int(bad.sum())} (row, output) pair(s); first: row {row}, "
-            f"output {output}: gap {attribution.gaps[row, output]:.3e} > {attribution.tolerance[row, output]:.1e}. "
-            "This is a bug in xshap, not a property of the model: please report it with the model."
+            f"output {output}: gap {attribution.gaps[row, output]:.3e} > {attribution.tolerance[row, output]:.1e}."
+            f"{culprit} This is a bug in xshap, not a property of the model: please report it with the model."
         )
 
 

@@ -15,6 +15,15 @@ from dataclasses import dataclass
 import numpy as np
 
 
+@dataclass(frozen=True)
+class Ranking:
+    """shap's ranked_outputs: the k outputs explained per row (ranks: (N, k) output indexes)."""
+
+    k: int
+    order: str
+    ranks: np.ndarray
+
+
 @dataclass
 class ReferenceResult:
     """One reference's attributions, (N, n_outputs, *row_shape) per input, or the error it raised."""
@@ -49,20 +58,40 @@ def shap_rule_table() -> dict[str, str]:
     return {name: handler.__name__ for name, handler in deep_pytorch.op_handler.items()}
 
 
-def run_shap(model, background: list[np.ndarray], X: list[np.ndarray], n_outputs: int) -> ReferenceResult:
-    """shap.DeepExplainer(model, background).shap_values(X, check_additivity=False)."""
+def run_shap(
+    model,
+    background: list[np.ndarray],
+    X: list[np.ndarray],
+    n_outputs: int,
+    layer: str | None = None,
+    value_ndims: list[int] | None = None,
+    ranking: Ranking | None = None,
+) -> ReferenceResult:
+    """shap.DeepExplainer(model, background).shap_values(X, check_additivity=False); with ``layer`` (a module
+    path), shap's interim form ``DeepExplainer((model, layer), ...)``, which explains the layer's input; with
+    ``ranking``, shap's ``ranked_outputs``/``output_rank_order`` (shap's own indexes must equal xshap's)."""
     import shap
 
     def run():
         model_copy = copy.deepcopy(model).eval()
         bg, xs = _tensors(background), _tensors(X)
-        explainer = shap.DeepExplainer(model_copy, bg if len(bg) > 1 else bg[0])
-        values = explainer.shap_values(xs if len(xs) > 1 else xs[0], check_additivity=False)
-        values = values if len(xs) > 1 else [values]
+        target = model_copy if layer is None else (model_copy, model_copy.get_submodule(layer))
+        explainer = shap.DeepExplainer(target, bg if len(bg) > 1 else bg[0])
+        inputs = xs if len(xs) > 1 else xs[0]
+        if ranking is None:
+            values = explainer.shap_values(inputs, check_additivity=False)
+        else:
+            values, indexes = explainer.shap_values(
+                inputs, ranked_outputs=ranking.k, output_rank_order=ranking.order, check_additivity=False
+            )
+            if not np.array_equal(np.asarray(indexes), ranking.ranks):
+                raise RuntimeError("shap ranked the outputs differently from xshap (near-equal outputs?)")
+        values = values if isinstance(values, list) else [values]
+        ndims = value_ndims or [x.ndim for x in X]  # (N, *row) of each explained value
         out = []
-        for v, x in zip(values, X):
+        for v, ndim in zip(values, ndims):
             v = np.asarray(v, dtype=np.float64)
-            if v.ndim == x.ndim:  # a single output without its trailing axis
+            if v.ndim == ndim:  # a single output without its trailing axis
                 v = v[..., None]
             out.append(np.moveaxis(v, -1, 1))
         return out
@@ -76,25 +105,44 @@ def captum_rule_table() -> dict[str, str]:
     return {module.__name__: rule.__name__ for module, rule in deep_lift.SUPPORTED_NON_LINEAR.items()}
 
 
-def run_captum(model, background: list[np.ndarray], X: list[np.ndarray], n_outputs: int) -> ReferenceResult:
-    """captum.attr.DeepLiftShap(model).attribute(X, baselines=background, target=o), one call per output."""
+def run_captum(
+    model,
+    background: list[np.ndarray],
+    X: list[np.ndarray],
+    n_outputs: int,
+    layer: str | None = None,
+    value_ndims: list[int] | None = None,
+    ranking: Ranking | None = None,
+) -> ReferenceResult:
+    """captum.attr.DeepLiftShap(model).attribute(X, baselines=background, target=o), one call per output; with
+    ``layer``, ``LayerDeepLiftShap(model, layer).attribute(..., attribute_to_layer_input=True)``; with
+    ``ranking``, one call per rank slot with each row's own target."""
     import captum
-    from captum.attr import DeepLiftShap
+    from captum.attr import DeepLiftShap, LayerDeepLiftShap
 
     def run():
         model_copy = copy.deepcopy(model).eval()
         bg, xs = _tensors(background), _tensors(X)
-        explainer = DeepLiftShap(model_copy)
+        if layer is None:
+            explainer, extra = DeepLiftShap(model_copy), {}
+        else:
+            explainer = LayerDeepLiftShap(model_copy, model_copy.get_submodule(layer))
+            extra = {"attribute_to_layer_input": True}
         per_output = []
-        for output in range(n_outputs):
+        if ranking is not None:
+            targets = [ranking.ranks[:, j].tolist() for j in range(ranking.ranks.shape[1])]
+        else:
+            targets = list(range(n_outputs))
+        for target in targets:
             attributions = explainer.attribute(
                 tuple(xs) if len(xs) > 1 else xs[0],
                 baselines=tuple(bg) if len(bg) > 1 else bg[0],
-                target=output if n_outputs > 1 or _has_output_axis(model_copy, xs) else None,
+                target=target if n_outputs > 1 or _has_output_axis(model_copy, xs) else None,
+                **extra,
             )
             attributions = attributions if isinstance(attributions, tuple) else (attributions,)
             per_output.append([a.detach().numpy().astype(np.float64) for a in attributions])
-        return [np.stack([per_output[o][i] for o in range(n_outputs)], axis=1) for i in range(len(xs))]
+        return [np.stack([p[i] for p in per_output], axis=1) for i in range(len(per_output[0]))]
 
     return _timed(f"captum {captum.__version__}", captum_rule_table(), run)
 
@@ -107,6 +155,7 @@ def _has_output_axis(model, xs) -> bool:
 
 
 REFERENCES: dict[str, Callable[..., ReferenceResult]] = {"shap": run_shap, "captum": run_captum}
+RULE_TABLES: dict[str, Callable[[], dict[str, str]]] = {"shap": shap_rule_table, "captum": captum_rule_table}
 
 
 def available_references() -> list[str]:

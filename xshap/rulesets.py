@@ -7,6 +7,8 @@ module shap handles with ``nonlinear_1d`` is rescaled element by element as a wh
 that credits each output's change to its own input alone). Where shap's hooks are wrong instead
 (functional calls, reused modules, modules it has no rule for), ``"shap"`` keeps the complete rules: it
 reproduces shap's choices, not its bugs. It needs module boundaries, so it applies to torch models.
+``"revealcancel"`` is "complete" with the RevealCancel rule (xshap.rules.revealcancel) on every elementwise
+nonlinearity fed by a linear layer (Dense or convolution); torch and JAX models alike.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from xshap.errors import InputError
 
 COMPLETE = "complete"
 SHAP = "shap"
-RULE_SETS = (COMPLETE, SHAP)
+REVEALCANCEL = "revealcancel"
+RULE_SETS = (COMPLETE, SHAP, REVEALCANCEL)
 
 # shap 0.51's deep_pytorch.op_handler: the module types it rescales with nonlinear_1d.
 SHAP_NONLINEAR_1D = frozenset({"ReLU", "ELU", "LeakyReLU", "Sigmoid", "Tanh", "Softplus", "Softmax", "SELU", "GELU"})
@@ -25,7 +28,7 @@ def module_scopes(rules: str, converted) -> frozenset[str]:
     """Name scopes of the module calls that ``rules`` rescales as one 1-D unit."""
     if rules not in RULE_SETS:
         raise InputError(f"unknown rule set {rules!r}; choose from {', '.join(RULE_SETS)}")
-    if rules == COMPLETE:
+    if rules in (COMPLETE, REVEALCANCEL):
         return frozenset()
     if converted is None:
         raise InputError(

@@ -19,6 +19,7 @@ from xshap.errors import NoRuleError
 from xshap.program import Const, Program, flatten
 from xshap.rules import Paired, bind, bind_both, operand
 from xshap.rules.rescale import rescale, rescale_1d
+from xshap.rules.revealcancel import find_linear_source, producers, reveal_cancel
 
 
 def _is_float(aval) -> bool:
@@ -33,8 +34,16 @@ class DeepLift:
     rescale element by element as one unit (shap's nonlinear_1d), for ``rules="shap"``.
     """
 
-    def __init__(self, fn: Callable, params, example_rows: Sequence, module_scopes: frozenset[str] = frozenset()):
+    def __init__(
+        self,
+        fn: Callable,
+        params,
+        example_rows: Sequence,
+        module_scopes: frozenset[str] = frozenset(),
+        reveal_cancel: bool = False,
+    ):
         self.fn = fn
+        self.reveal_cancel = reveal_cancel
         flat_params, self._params_tree = jax.tree_util.tree_flatten(params)
         self._n_params = len(flat_params)
         closed = jax.make_jaxpr(lambda p, *rows: fn(jax.tree_util.tree_unflatten(self._params_tree, p), *rows))(
@@ -47,6 +56,7 @@ class DeepLift:
         self.program: Program = flatten(closed)
         varying_inputs = self.program.inputs[self._n_params :]
         self.analysis: Analysis = analyse(_with_inputs(self.program, varying_inputs), frozenset(module_scopes))
+        self._producers = producers(self.program) if reveal_cancel else {}
         self._check_rules()
 
     @property
@@ -73,8 +83,11 @@ class DeepLift:
         return any(isinstance(a, int) and a in self.analysis.varying for a in eqn.inputs)
 
     # -- evaluation -------------------------------------------------------------------------------------
-    def paired(self, params, xs: Sequence[jax.Array], rs: Sequence[jax.Array]) -> jax.Array:
-        """The function's value at the inputs ``xs``, differentiable into DeepLIFT multipliers w.r.t. ``xs``."""
+    def paired(self, params, xs: Sequence[jax.Array], rs: Sequence[jax.Array], record: dict | None = None) -> jax.Array:
+        """The function's value at the inputs ``xs``, differentiable into DeepLIFT multipliers w.r.t. ``xs``.
+
+        ``record``: if given, filled with every input-dependent value as value id -> Paired (for diagnosis).
+        """
         program = self.program
         flat_params = jax.tree_util.tree_leaves(params)
         env: dict[int, object] = dict(program.consts)
@@ -96,7 +109,7 @@ class DeepLift:
             if unit is not None:
                 if id(unit) not in done:
                     done.add(id(unit))
-                    _evaluate_unit(unit, env, varying, program)
+                    _evaluate_unit(unit, env, varying, program, self._producers if self.reveal_cancel else None)
                 continue
             args = [_value(env, a) for a in eqn.inputs]
             if not any(_is_float(program.avals[o]) for o in eqn.outputs):
@@ -105,6 +118,8 @@ class DeepLift:
                 outs = rules.lookup(eqn.name)(eqn, args)
             env.update(zip(eqn.outputs, outs))
 
+        if record is not None:
+            record.update((k, v) for k, v in env.items() if isinstance(v, Paired))
         (result,) = [_value(env, a) for a in program.outputs]
         if isinstance(result, Paired):
             return result.x
@@ -123,8 +138,9 @@ def _value(env, atom):
     return atom if isinstance(atom, Const) else env[atom]
 
 
-def _evaluate_unit(unit: Unit, env: dict, varying: set[int], program: Program) -> None:
-    """Evaluate an elementwise unit: directly when affine, otherwise as one Rescale."""
+def _evaluate_unit(unit: Unit, env: dict, varying: set[int], program: Program, producers=None) -> None:
+    """Evaluate an elementwise unit: directly when affine, otherwise as one Rescale (or, with ``producers``
+    given, RevealCancel where the unit's input comes from a linear layer)."""
     root = env[unit.root]
     if unit.linear:
         for eqn in unit.eqns:
@@ -144,7 +160,14 @@ def _evaluate_unit(unit: Unit, env: dict, varying: set[int], program: Program) -
         return tuple(local[o] for o in wanted)
 
     consts = [env[i] for i in const_ids]
-    if float_outputs:
+    source = find_linear_source(unit.root, producers, varying) if producers is not None and not unit.module else None
+    if float_outputs and source is not None:
+        a = env[source.eqn.inputs[source.input_position]]
+        weight = _value(env, source.eqn.inputs[source.weight_position])
+        xs = reveal_cancel(run, source, a, weight, root, consts)
+        rs = run(root.r, *consts)
+        env.update((o, Paired(x, r)) for o, x, r in zip(float_outputs, xs, rs))
+    elif float_outputs:
         xs = (rescale_1d if unit.module else rescale)(run, root.x, root.r, consts)
         rs = run(root.r, *consts)
         env.update((o, Paired(x, r)) for o, x, r in zip(float_outputs, xs, rs))
