@@ -54,9 +54,21 @@ def plot_report(report, output: int | None = None, max_bars: int = MAX_BARS):
     mine = _flat(report.xshap_values, output)
     refs = [r for r in report.references if r.error is None and r.values is not None]
     which = "all outputs" if output is None else f"output {output}"
-    fig.suptitle(f"xshap cross-check of {report.model_name} ({which}): verdict {report.verdict}")
+    verdicts = ", ".join(f"{r.key} {r.verdict}" for r in report.references) or "no reference ran"
+    fig.suptitle(f"xshap cross-check of {report.model_name} ({which}): {verdicts}")
 
     _scatter(scatter_ax, mine, refs, output)
+    raised = [r.name for r in report.references if r.error is not None]
+    if raised:
+        scatter_ax.text(
+            0.98,
+            0.02,
+            f"{', '.join(raised)} raised: no values",
+            transform=scatter_ax.transAxes,
+            ha="right",
+            fontsize="small",
+            color="gray",
+        )
     _gap_panel(gap_ax, report, output)
     _bar_panel(bar_ax, report, mine, refs, output, max_bars)
     return fig
@@ -91,7 +103,7 @@ def _gap_panel(ax, report, output) -> None:
     ax.set_xlabel("sample")
     ax.set_ylabel("|Σφ − (f(x) − E f)|")
     ax.set_title("completeness gap per sample")
-    ax.legend(loc="best", fontsize="small")
+    ax.legend(loc="center right", fontsize="small", framealpha=0.9)
 
 
 def _bar_panel(ax, report, mine: np.ndarray, refs, output, max_bars: int) -> None:
