@@ -111,7 +111,10 @@ def crosscheck(
             reproduced = explainer.with_rules(REPRODUCIBLE_RULES[name]).explain(X, check_additivity=True)
             if ranking is not None:
                 reproduced = select_outputs(reproduced, ranking.ranks)
-        comparisons.append(compare(result, attribution, choices, reproduced, REPRODUCIBLE_RULES.get(name)))
+        comparison = compare(result, attribution, choices, reproduced, REPRODUCIBLE_RULES.get(name))
+        if not saved and ranking is None and explainer.model.head is None:
+            _recheck_in_float64(comparison, name, torch_model, bg_arrays, x_arrays, explainer, attribution, notes)
+        comparisons.append(comparison)
     return CrosscheckReport(
         model_name=_model_name(model, converted),
         outputs=attribution.outputs,
@@ -129,6 +132,56 @@ def crosscheck(
         feature_names=list(feature_names) if feature_names is not None else None,
         rules=explainer.rules,
     )
+
+
+def _recheck_in_float64(comparison, name, model, bg_arrays, x_arrays, explainer, attribution, notes) -> None:
+    """Before calling a float32 difference DISAGREE (or a rule reproduction failed), run xshap and the reference
+    again in float64. A reference's float32 secant over a tiny |Delta z| can be off by percents (Captum's eps is
+    1e-10, shap's fallback threshold 1e-6) and multiply terms that cancel; if the difference is gone in float64,
+    it was that rounding, not a disagreement about the rules."""
+    if comparison.error is not None or comparison.verdicts is None:
+        return
+    failed_reproduction = comparison.reproduced_diff is not None and not comparison.reproduces
+    disagree = comparison.verdicts == DISAGREE
+    if not (disagree.any() or failed_reproduction):
+        return
+    if any(a.dtype != np.float32 for a in bg_arrays):
+        return  # already float64 (or not float): nothing to gain
+    import copy
+
+    import jax
+
+    rules = comparison.reproduced_rules if comparison.reproduced_diff is not None else explainer.rules
+    try:
+        model64 = copy.deepcopy(model).double()
+        bg64, x64 = [a.astype(np.float64) for a in bg_arrays], [a.astype(np.float64) for a in x_arrays]
+        with jax.enable_x64(True):
+            mine = DeepExplainer(model64, bg64 if len(bg64) > 1 else bg64[0], rules=rules).explain(
+                x64 if len(x64) > 1 else x64[0]
+            )
+            theirs = REFERENCES[name](model64, bg64, x64, explainer.n_outputs)
+    except Exception as error:  # the recheck is a refinement: keep the float32 verdicts if it cannot run
+        notes.append(f"{name}: the float64 recheck of the differences could not run ({type(error).__name__}: {error})")
+        return
+    if theirs.error is not None:
+        return
+    n, n_out = attribution.outputs.shape
+    diff64 = _max_difference(mine.values, theirs.values, n, n_out)
+    same = diff64 <= attribution.tolerance
+    if comparison.reproduced_diff is not None:
+        fixed = disagree & same
+        comparison.verdicts[fixed] = RULE_DIFFERENCE
+        comparison.reproduces = bool(np.all((comparison.reproduced_diff <= attribution.tolerance) | same))
+    else:
+        fixed = disagree & same
+        comparison.verdicts[fixed] = AGREE
+    comparison.float64_diff = diff64
+    if fixed.any():
+        notes.append(
+            f"{name}: {int(fixed.sum())} (sample, output) difference(s) beyond tolerance in float32 vanish in "
+            f"float64 (max |xshap - {name}| {float(diff64[fixed].max()):.2g} with rules={rules!r}): the reference's "
+            "float32 rounding, not its rules"
+        )
 
 
 def select_outputs(attribution: Attribution, ranks: np.ndarray) -> Attribution:

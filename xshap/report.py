@@ -29,6 +29,7 @@ class ReferenceComparison:
     reproduced_diff: np.ndarray | None = None  # max |xshap(reproduced_rules) - reference|, (N, n_outputs)
     reproduces: bool = False  # whether xshap(reproduced_rules) equals the reference everywhere, within tolerance
     values: list[np.ndarray] | None = None  # the reference's attributions, per input (N, n_outputs, *row_shape)
+    float64_diff: np.ndarray | None = None  # max |xshap - reference| rerun in float64, when float32 differed
 
     @property
     def key(self) -> str:
