@@ -204,3 +204,9 @@ def test_pickled_object_inside_pt2_is_refused(workdir, in_process, seed, tmp_pat
     result = in_process("check", str(evil), "-b", "bg.npy", "-x", "x.npy")
     assert result.returncode == 2 and "refusing to load" in result.stderr
     assert not marker.exists()
+
+
+def test_a_factory_that_raises_is_bad_input(workdir, in_process):
+    (workdir / "brokenfactory.py").write_text("def make():\n    raise RuntimeError('no weights here')\n")
+    result = in_process("check", "brokenfactory:make", "-b", "bg.npy", "-x", "x.npy")
+    assert result.returncode == 2 and "no weights here" in result.stderr

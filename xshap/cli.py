@@ -5,7 +5,7 @@
   1  a reference is incomplete, disagrees, or raised (for a saved .pt2: the graph shows a culprit that
      would make one incomplete)
   2  bad input: a file that cannot be read or is unsafe to load, a model that cannot be converted
-  3  xshap's own attributions do not add up (a bug in xshap: please report it)
+  3  an error inside xshap, its own attributions failing to add up included (a bug: please report it)
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ BG and X are .npy files (plain arrays, no pickles) or .pt files (a tensor or a l
 with weights_only=True); rows on the leading axis.
 
 exit codes: 0 references agree with xshap; 1 a reference is incomplete, disagrees or raised (or, for a
-.pt2, would be); 2 bad input; 3 xshap's own attributions do not add up (a bug in xshap).
+.pt2, would be); 2 bad input; 3 an error inside xshap (a bug; its own sum failing included).
 """
 
 
@@ -95,7 +95,10 @@ def load_model(spec: str):
         raise InputError(f"cannot import {spec!r}: {type(error).__name__}: {error}") from error
     import torch
 
-    model = factory() if not isinstance(factory, torch.nn.Module) else factory
+    try:
+        model = factory() if not isinstance(factory, torch.nn.Module) else factory
+    except Exception as error:  # whatever the user's factory raises is a problem of the input
+        raise InputError(f"{spec!r} raised {type(error).__name__}: {error}") from error
     if not isinstance(model, torch.nn.Module):
         raise InputError(f"{spec!r} returned a {type(model).__name__}, not a torch.nn.Module")
     return model
@@ -122,6 +125,9 @@ def run_check(args: argparse.Namespace) -> int:
     except (InputError, ConversionError, NoRuleError, ValueError, OSError) as error:
         print(f"xshap check: bad input: {type(error).__name__}: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except Exception as error:  # never exit 1 (the verdict code) on an unexpected error
+        print(f"xshap check: internal error: {type(error).__name__}: {error}", file=sys.stderr)
+        return EXIT_XSHAP_BUG
 
     code = exit_code(report)
     if not args.quiet:
