@@ -28,3 +28,12 @@ def test_api_section_runs():
     assert tuple(namespace["attr"].shape) == (4, 6) and tuple(namespace["delta"].shape) == (4 * 16,)
     assert np.max(np.abs(namespace["delta"].numpy())) < 1e-4
     assert namespace["reveal"].shape == (4, 6, 2)
+
+
+def test_ci_runs_the_readme_test_command():
+    """`.ci/run` runs the README's set-up-and-test command verbatim, so a missing install step fails CI."""
+    text = README.read_text(encoding="utf-8")
+    start = text.index("**Set up and run the tests**")
+    command = re.search(r"```bash\n(.*?)\n```", text[start:], re.S).group(1).strip()
+    ci_script = (README.parent / ".ci" / "run").read_text(encoding="utf-8")
+    assert command in ci_script.splitlines(), (command, ci_script)
