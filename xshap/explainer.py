@@ -122,6 +122,24 @@ class DeepExplainer:
             reveal_cancel=rules == REVEALCANCEL,
         )
         self._chunk = jax.jit(self._explain_chunk, static_argnames=("pair_totals",))
+        self._references = self._reference_values()
+
+    def _reference_values(self) -> dict[int, jax.Array] | None:
+        """The reference half of every input-dependent value, for every background row, computed once here
+        rather than in each chunk: with one explained row per chunk (a large model under the memory budget) the
+        background's forward pass would otherwise be repeated for every row. None where it would take more than
+        a quarter of ``max_memory``; each chunk then computes it."""
+        size = sum(
+            math.prod(self._deeplift.program.avals[v].shape) * self._deeplift.program.avals[v].dtype.itemsize
+            for v in self._deeplift.analysis.varying
+            if v in self._deeplift.program.avals
+        ) * len(self._background_np[0])
+        if size > self.max_memory // 4:
+            return None
+        values = jax.jit(jax.vmap(self._deeplift.reference_values, in_axes=(None, 0)))(
+            self.model.params, tuple(self.background)
+        )
+        return self.sharding.put_replicated(values)
 
     def with_rules(self, rules: str) -> DeepExplainer:
         """The same model and background (converted once) explained with another rule set."""
@@ -130,23 +148,27 @@ class DeepExplainer:
         return other
 
     # -- the computation --------------------------------------------------------------------------------
-    def _explain_chunk(self, params, xs: tuple, background: tuple, pair_totals: bool = False) -> tuple:
+    def _explain_chunk(
+        self, params, xs: tuple, background: tuple, references: dict | None, pair_totals: bool = False
+    ) -> tuple:
         """phi for a chunk of rows, mean over the background of (x - r) * m(x, r) per output, and f(x);
         with ``pair_totals``, also sum(phi) of every (row, background row) pair, (rows, B, n_outputs).
 
         f(x) comes from the same compiled call: one dispatch per chunk, which is most of the cost of a short run.
         """
 
-        def per_pair(x_rows, r_rows):
+        def per_pair(x_rows, r_rows, r_values):
             # One forward pass, then one pullback per output: an unrolled loop of VJPs is 2-3x faster on XLA:CPU
             # than jax.jacrev's vmap over the one-hot cotangents (measured on the issue-4 CNN workload).
-            out, pullback = jax.vjp(lambda rows: self._deeplift.paired(params, rows, r_rows), tuple(x_rows))
+            out, pullback = jax.vjp(
+                lambda rows: self._deeplift.paired(params, rows, r_rows, references=r_values), tuple(x_rows)
+            )
             per_output = [pullback(jax.nn.one_hot(o, out.shape[0], dtype=out.dtype))[0] for o in range(out.shape[0])]
             multipliers = [jnp.stack([grads[i] for grads in per_output]) for i in range(len(x_rows))]
             return tuple((x - r)[None] * m for x, r, m in zip(x_rows, r_rows, multipliers))
 
         def per_row(x_rows):
-            contributions = jax.vmap(per_pair, in_axes=(None, 0))(x_rows, background)
+            contributions = jax.vmap(per_pair, in_axes=(None, 0, 0))(x_rows, background, references)
             means = tuple(c.mean(axis=0) for c in contributions)
             if not pair_totals:
                 return means
@@ -195,7 +217,11 @@ class DeepExplainer:
             if padded > rows:
                 chunk = [np.concatenate([c, np.repeat(c[:1], padded - rows, axis=0)]) for c in chunk]
             result = self._chunk(
-                self._params, self.sharding.put_rows(chunk), tuple(self.background), pair_totals=pair_totals
+                self._params,
+                self.sharding.put_rows(chunk),
+                tuple(self.background),
+                self._references,
+                pair_totals=pair_totals,
             )
             values, chunk_outputs = result[:2]
             if pair_totals:

@@ -7,7 +7,7 @@ is the DeepLIFT multiplier: ``jax.jacrev`` of it gives m, and phi = (x - r) * m.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -83,10 +83,20 @@ class DeepLift:
         return any(isinstance(a, int) and a in self.analysis.varying for a in eqn.inputs)
 
     # -- evaluation -------------------------------------------------------------------------------------
-    def paired(self, params, xs: Sequence[jax.Array], rs: Sequence[jax.Array], record: dict | None = None) -> jax.Array:
+    def paired(
+        self,
+        params,
+        xs: Sequence[jax.Array],
+        rs: Sequence[jax.Array],
+        record: dict | None = None,
+        references: Mapping[int, jax.Array] | None = None,
+    ) -> jax.Array:
         """The function's value at the inputs ``xs``, differentiable into DeepLIFT multipliers w.r.t. ``xs``.
 
         ``record``: if given, filled with every input-dependent value as value id -> Paired (for diagnosis).
+        ``references``: the reference half of every such value, from ``reference_values(params, rs)``; given,
+        it replaces the reference half each rule computes, so the reference's forward pass is not repeated
+        (the compiler drops the then unused computation).
         """
         program = self.program
         flat_params = jax.tree_util.tree_leaves(params)
@@ -110,6 +120,8 @@ class DeepLift:
                 if id(unit) not in done:
                     done.add(id(unit))
                     _evaluate_unit(unit, env, varying, program, self._producers if self.reveal_cancel else None)
+                    if references is not None:
+                        _use_references(env, [o for e in unit.eqns for o in e.outputs], references)
                 continue
             args = [_value(env, a) for a in eqn.inputs]
             if not any(_is_float(program.avals[o]) for o in eqn.outputs):
@@ -117,6 +129,8 @@ class DeepLift:
             else:
                 outs = rules.lookup(eqn.name)(eqn, args)
             env.update(zip(eqn.outputs, outs))
+            if references is not None:
+                _use_references(env, eqn.outputs, references)
 
         if record is not None:
             record.update((k, v) for k, v in env.items() if isinstance(v, Paired))
@@ -125,6 +139,14 @@ class DeepLift:
             return result.x
         return jnp.asarray(result)  # does not depend on the inputs: zero multipliers
 
+    def reference_values(self, params, rs: Sequence[jax.Array]) -> dict[int, jax.Array]:
+        """Every input-dependent value of the program at the reference rows ``rs``, by value id: the
+        reference half of each pair. It is the same for every explained row, so an explainer computes it once
+        per background row (``paired(..., references=...)``) instead of once per chunk of rows."""
+        record: dict[int, Paired] = {}
+        self.paired(params, rs, rs, record=record)
+        return {value: pair.r for value, pair in record.items()}
+
     def __call__(self, params, *rows):
         return self.fn(params, *rows)
 
@@ -132,6 +154,14 @@ class DeepLift:
 def _with_inputs(program: Program, varying_inputs: list[int]) -> Program:
     """The same program, with only ``varying_inputs`` counted as explained inputs."""
     return Program(varying_inputs, program.consts, program.eqns, program.outputs, program.avals)
+
+
+def _use_references(env: dict, values: Sequence[int], references: Mapping[int, jax.Array]) -> None:
+    """Replace the reference half of each of ``values`` by its precomputed value."""
+    for value in values:
+        pair = env.get(value)
+        if isinstance(pair, Paired) and value in references:
+            env[value] = Paired(pair.x, references[value])
 
 
 def _value(env, atom):
