@@ -101,9 +101,10 @@ def _prepare_shap(w: workloads.Workload, options: argparse.Namespace):
     import shap
     import torch
 
-    background, X = torch.from_numpy(w.background), torch.from_numpy(w.X)
-    explainer = shap.DeepExplainer(w.model, background)
-    return lambda: explainer.shap_values(X, check_additivity=False)
+    device = _torch_device(options)
+    background, X = torch.from_numpy(w.background).to(device), torch.from_numpy(w.X).to(device)
+    explainer = shap.DeepExplainer(w.model.to(device), background)
+    return lambda: explainer.shap_values(X, check_additivity=False)  # numpy on the host: synchronised
 
 
 def _prepare_captum(w: workloads.Workload, options: argparse.Namespace):
@@ -111,16 +112,37 @@ def _prepare_captum(w: workloads.Workload, options: argparse.Namespace):
     import torch
     from captum.attr import DeepLiftShap
 
-    background, X = torch.from_numpy(w.background), torch.from_numpy(w.X)
-    explainer = DeepLiftShap(w.model)
+    device = _torch_device(options)
+    background, X = torch.from_numpy(w.background).to(device), torch.from_numpy(w.X).to(device)
+    explainer = DeepLiftShap(w.model.to(device))
 
     def call():
         per_output = [
-            explainer.attribute(X, baselines=background, target=o).detach().numpy() for o in range(w.n_outputs)
+            explainer.attribute(X, baselines=background, target=o).detach().cpu().numpy() for o in range(w.n_outputs)
         ]
         return np.stack(per_output, axis=-1)
 
     return call
+
+
+def _torch_device(options: argparse.Namespace) -> str:
+    """Where the torch references run: "cuda" with ``--device gpu`` (refused if torch sees no GPU)."""
+    if options.device == "cpu":
+        return "cpu"
+    import torch
+
+    if not torch.cuda.is_available():
+        raise SystemExit("--device gpu: torch sees no CUDA device")
+    return "cuda"
+
+
+def _check_jax_device(options: argparse.Namespace) -> None:
+    """JAX runs on its default backend: with ``--device gpu`` that must be a GPU (the child env pins the CPU
+    otherwise)."""
+    import jax
+
+    if options.device == "gpu" and jax.default_backend() != "gpu":
+        raise SystemExit(f"--device gpu: JAX's backend is {jax.default_backend()}")
 
 
 def _prepare_floor(w: workloads.Workload, options: argparse.Namespace):
@@ -191,7 +213,10 @@ def child_main(args: argparse.Namespace) -> int:
     if args.child in ("xshap", "floor"):
         import jax
 
-        info["jax_devices"] = [str(d) for d in jax.devices()]
+        _check_jax_device(args)
+        info["jax_devices"] = [f"{d} ({d.device_kind})" for d in jax.devices()]
+    elif args.device == "gpu":
+        info["torch_device"] = torch.cuda.get_device_name(_torch_device(args))
     _emit("ready", n_outputs=w.n_outputs, **info)
     start = time.perf_counter()
     call = PREPARE[args.child](w, args)
@@ -207,8 +232,24 @@ def child_main(args: argparse.Namespace) -> int:
         seconds = time.perf_counter() - start
         timed, reps = timed + seconds, reps + 1
         _emit("rep", seconds=seconds)
-    _emit("done")
+    _emit("done", **_device_peak(args))
     return 0
+
+
+def _device_peak(args: argparse.Namespace) -> dict:
+    """With ``--device gpu``: the GPU memory peak in MB (JAX's allocator or torch's caching allocator)."""
+    if args.device != "gpu":
+        return {}
+    if args.child in ("xshap", "floor"):
+        import jax
+
+        stats = jax.devices()[0].memory_stats() or {}
+        peak = stats.get("peak_bytes_in_use")
+    else:
+        import torch
+
+        peak = torch.cuda.max_memory_allocated()
+    return {"device_peak_mb": peak / 2**20} if peak is not None else {}
 
 
 # ===================================================================================================
@@ -267,12 +308,14 @@ def run_child(spec: workloads.Spec, implementation: str, args: argparse.Namespac
         str(args.min_seconds),
         "--threads",
         str(args.threads),
+        "--device",
+        args.device,
     ] + (["--quick"] if args.quick else [])
     events: list[dict] = []
     with tempfile.TemporaryFile(mode="w+") as stderr:
         start = time.perf_counter()
         process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=stderr, text=True, env=_child_env(args.threads)
+            command, stdout=subprocess.PIPE, stderr=stderr, text=True, env=_child_env(args.threads, args.device)
         )
 
         def read():
@@ -309,8 +352,11 @@ def run_child(spec: workloads.Spec, implementation: str, args: argparse.Namespac
     return row
 
 
-def _child_env(threads: int) -> dict:
+def _child_env(threads: int, device: str = "cpu") -> dict:
     env = dict(os.environ)
+    if device == "cpu":
+        env["JAX_PLATFORMS"] = "cpu"  # on a machine with a GPU, --device cpu still means the CPU
+        env["CUDA_VISIBLE_DEVICES"] = ""
     env.setdefault("PYTHONWARNINGS", "ignore")
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if threads:
@@ -330,7 +376,9 @@ def _fill(row: Row, events: list[dict], observed_mb: float = 0.0) -> None:
         if kind == "ready":
             row.n_outputs = event["n_outputs"]
             row.base_mb = event["rss_mb"]
-            row.info = {k: event[k] for k in ("torch_threads", "jax_devices") if k in event}
+            row.info = {k: event[k] for k in ("torch_threads", "jax_devices", "torch_device") if k in event}
+        elif kind == "done" and "device_peak_mb" in event:
+            row.info["device_peak_mb"] = event["device_peak_mb"]
         elif kind == "setup":
             row.setup_s = event["seconds"]
         elif kind == "first":
@@ -500,6 +548,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=0,
         help="threads for torch (set_num_threads), OpenMP/MKL and XLA:CPU; 0: each library's default",
     )
+    parser.add_argument(
+        "--device",
+        choices=("cpu", "gpu"),
+        default="cpu",
+        help="cpu (default; JAX and torch pinned to the CPU) or gpu (JAX's GPU backend, torch's cuda:0)",
+    )
     parser.add_argument("--child", choices=IMPLEMENTATIONS, help=argparse.SUPPRESS)
     parser.add_argument("--child-workload", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -536,7 +590,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
     print(
         f"xshap benchmark: {platform.machine()} {os.cpu_count()} CPUs, load {load_before}; "
         f"{'quick sizes' if args.quick else 'full sizes'}, warm-up + {args.reps} reps per row; "
-        f"floor outputs: {args.floor_outputs}",
+        f"floor outputs: {args.floor_outputs}; device: {args.device}",
         flush=True,
     )
     rows: list[Row] = []
@@ -552,6 +606,8 @@ def main(argv: list[str] | None = None) -> list[Row]:
             print(
                 f"  {spec.name:<10} {implementation:<7} {row.status:<8} median {_num(row.median_s, 4)} s, "
                 f"first {_num(row.first_s)} s, peak {_num(row.peak_mb, 0)} MB, wall {row.wall_s:.1f} s"
+                + (f", device peak {row.info['device_peak_mb']:.0f} MB" if "device_peak_mb" in row.info else "")
+                + (f" on {row.info.get('torch_device') or row.info.get('jax_devices')}" if args.device == "gpu" else "")
                 + (f"  [{row.detail}]" if row.detail else ""),
                 flush=True,
             )
@@ -573,6 +629,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
             "quick": args.quick,
             "reps": args.reps,
             "floor_outputs": args.floor_outputs,
+            "device": args.device,
             "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
             "load_before": load_before,
             "load_after": load_after,

@@ -13,6 +13,22 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+CPU_MAX_MEMORY = 1 << 30  # bytes of intermediates per chunk on a CPU: host memory is shared with everything else
+ACCELERATOR_MEMORY_SHARE = 4  # on a GPU/TPU: a quarter of the device's memory per chunk
+
+
+def default_max_memory(devices: Sequence) -> int:
+    """Bytes of intermediates a chunk may use on each device: 1 GiB on a CPU; on an accelerator a quarter of
+    its memory (so that a chunk is large enough to keep it busy), or 1 GiB where the device does not say."""
+    device = devices[0]
+    if device.platform == "cpu":
+        return CPU_MAX_MEMORY
+    try:
+        limit = (device.memory_stats() or {}).get("bytes_limit")
+    except Exception:  # noqa: BLE001 - a backend without memory_stats
+        limit = None
+    return int(limit) // ACCELERATOR_MEMORY_SHARE if limit else CPU_MAX_MEMORY
+
 
 class RowSharding:
     """A one-axis mesh over ``devices`` (default: all of ``jax.devices()``), named "rows"."""

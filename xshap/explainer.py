@@ -13,14 +13,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from xshap.data import as_input_list, check_background, check_inputs
-from xshap.devices import RowSharding
+from xshap.devices import RowSharding, default_max_memory
 from xshap.errors import InputError, XShapIncompleteError
 from xshap.model import ExplainedModel, wrap_model
 from xshap.rulesets import COMPLETE, REVEALCANCEL, module_scopes
 from xshap.transform import DeepLift
-
-DEFAULT_MAX_MEMORY = 1 << 30  # bytes of intermediates per chunk of explained rows
-
 
 ROUNDING_FACTOR = 16  # ulps of rounding allowed per unit of attribution mass (see completeness_tolerance)
 
@@ -72,7 +69,7 @@ class DeepExplainer:
     returning (batch,) or (batch, n_outputs). ``data``: the background, an array or tensor with rows on
     the leading axis, or a list/tuple of them for several inputs.
     ``batch_size``: explained rows per compiled chunk; by default chosen to keep intermediates under
-    ``max_memory`` bytes. ``rules``: ``"complete"`` (default) or ``"shap"``, shap's rule choices where
+    ``max_memory`` bytes per device (default: 1 GiB on a CPU, a quarter of an accelerator's memory). ``rules``: ``"complete"`` (default) or ``"shap"``, shap's rule choices where
     they differ from the complete rules (see ``xshap.rulesets``). ``devices``: where the explained rows
     are spread (default: every device JAX sees; results are the same on one or many). ``progress``: a
     tqdm bar over chunks; ``None`` shows it only on an interactive terminal for work of several chunks.
@@ -85,7 +82,7 @@ class DeepExplainer:
         *,
         rules: str = COMPLETE,
         batch_size: int | None = None,
-        max_memory: int = DEFAULT_MAX_MEMORY,
+        max_memory: int | None = None,
         devices=None,
         progress: bool | None = None,
     ):
@@ -102,7 +99,7 @@ class DeepExplainer:
         self.background = [self.sharding.put_replicated(jnp.asarray(b)) for b in background]
         self._params = self.sharding.put_replicated(self.model.params)
         self.batch_size = batch_size
-        self.max_memory = max_memory
+        self.max_memory = default_max_memory(self.sharding.devices) if max_memory is None else int(max_memory)
         self.progress = progress
         self._set_rules(rules)
         self._forward = jax.jit(jax.vmap(self.model.fn, in_axes=(None,) + (0,) * len(background)))
