@@ -126,12 +126,7 @@ class DeepExplainer:
         rather than in each chunk: with one explained row per chunk (a large model under the memory budget) the
         background's forward pass would otherwise be repeated for every row. None where it would take more than
         a quarter of ``max_memory``; each chunk then computes it."""
-        size = sum(
-            math.prod(self._deeplift.program.avals[v].shape) * self._deeplift.program.avals[v].dtype.itemsize
-            for v in self._deeplift.analysis.varying
-            if v in self._deeplift.program.avals
-        ) * len(self._background_np[0])
-        if size > self.max_memory // 4:
+        if self._bytes_per_pair() * len(self._background_np[0]) > self.max_memory // 4:
             return None
         values = jax.jit(jax.vmap(self._deeplift.reference_values, in_axes=(None, 0)))(
             self.model.params, tuple(self.background)
@@ -178,13 +173,21 @@ class DeepExplainer:
         means, totals = jax.vmap(per_row)(xs)
         return means, outputs, totals
 
+    def _bytes_per_pair(self) -> int:
+        """Bytes of the values that depend on the explained inputs, for one (row, background row) pair: the
+        weights and other constants are shared by every pair and not counted."""
+        program = self._deeplift.program
+        return sum(
+            math.prod(program.avals[v].shape) * program.avals[v].dtype.itemsize
+            for v in self._deeplift.analysis.varying
+            if v in program.avals
+        )
+
     def chunk_rows(self) -> int:
         """Explained rows per compiled chunk."""
         if self.batch_size is not None:
             return self.sharding.round_up(max(1, int(self.batch_size)))
-        program = self._deeplift.program
-        bytes_per_pair = sum(math.prod(a.shape) * a.dtype.itemsize for a in program.avals.values())
-        per_row = max(1, bytes_per_pair * len(self._background_np[0]) * self.n_outputs * 3)
+        per_row = max(1, self._bytes_per_pair() * len(self._background_np[0]) * self.n_outputs * 3)
         per_device = int(max(1, min(1024, self.max_memory // per_row)))
         per_device = 1 << (per_device.bit_length() - 1)  # a power of two: the padded tail compiles no new shape
         return per_device * self.sharding.count  # the memory budget holds on each device
