@@ -130,3 +130,16 @@ def test_precomputed_references_equal_references_computed_per_chunk():
     np.testing.assert_allclose(a.values[0], b.values[0], rtol=1e-6, atol=1e-6 * np.abs(b.values[0]).max())
     np.testing.assert_allclose(a.outputs, b.outputs, rtol=1e-6, atol=1e-7)
     assert np.abs(a.gaps).max() <= a.tolerance.max()
+
+
+def test_vmapped_output_pullbacks_equal_the_unrolled_loop():
+    """The accelerator form (one vmapped pullback over the one-hot cotangents) equals the CPU form (a loop)."""
+    model = _cnn(torch.nn.MaxPool2d(2))
+    background, X = _rows((1, 10, 10))
+    model(background)
+    unrolled = xshap.DeepExplainer(model, background)
+    assert not unrolled._vmap_outputs  # the CPU's form
+    vmapped = xshap.DeepExplainer(model, background)
+    vmapped._vmap_outputs = True
+    a, b = unrolled.explain(X), vmapped.explain(X)
+    np.testing.assert_allclose(b.values[0], a.values[0], rtol=1e-6, atol=1e-6 * np.abs(a.values[0]).max())
