@@ -27,11 +27,9 @@ from xshap.rules import Paired, bind, bind_both, operand, rule
 from xshap.rules.threshold import difference
 
 
-def _tiled_select_rule(eqn, z: Paired, tiling: _Tiling, pick) -> Paired:
-    """_select_rule for windows that tile the input (see the module docstring)."""
-
-    def reduce(u):
-        return tiling.reduce(u, pick)
+def _selection_rule(z: Paired, reduce, pick, tangent) -> Paired:
+    """y = reduce(z) with shap's rule as its JVP. ``tangent(zx, zr, dz, part_x, part_r)`` sends the part of
+    Delta y that belongs to the input's selected element (``part_x``) and the reference's (``part_r``) there."""
 
     @jax.custom_jvp
     def selected(zx, zr):
@@ -43,41 +41,38 @@ def _tiled_select_rule(eqn, z: Paired, tiling: _Tiling, pick) -> Paired:
         dz, _ = tangents
         yx, yr = reduce(zx), reduce(zr)
         both = pick(yx, yr)
-        delta = tiling.view(difference(zx, zr))
-        mask_x, mask_r = tiling.first_mask(zx, pick), tiling.first_mask(zr, pick)
-        coefficient_x = _ratio(difference(both, yr), tiling.sum(delta * mask_x))
-        coefficient_r = _ratio(difference(yx, both), tiling.sum(delta * mask_r))
-        weights = tiling.spread(coefficient_x) * mask_x + tiling.spread(coefficient_r) * mask_r
-        return yx, tiling.sum(tiling.view(dz) * weights)
+        return yx, tangent(zx, zr, dz, difference(both, yr), difference(yx, both))
 
     return Paired(selected(z.x, z.r), reduce(z.r))
 
 
 def _select_rule(eqn, z: Paired, others: list, pick) -> Paired:
+    """Any selecting reduction: the tangent and Delta z at each selected element are JVPs of the reduction."""
+
     def reduce(u):
         return bind(eqn, [u, *others])[0]
 
-    @jax.custom_jvp
-    def selected(zx, zr):
-        return reduce(zx)
+    def at(u, t):  # t at the elements of u that the reduction selects
+        return jax.jvp(reduce, (u,), (t,))[1]
 
-    @selected.defjvp
-    def selected_jvp(primals, tangents):
-        zx, zr = primals
-        dz, _ = tangents
-        yx, yr = reduce(zx), reduce(zr)
-        both = pick(yx, yr)
+    def tangent(zx, zr, dz, part_x, part_r):
         delta = difference(zx, zr)
-        # tangent and Delta z at the input's selected element, and at the reference's
-        at_x = jax.jvp(reduce, (zx,), (dz,))[1]
-        delta_at_x = jax.jvp(reduce, (zx,), (delta,))[1]
-        at_r = jax.jvp(reduce, (zr,), (dz,))[1]
-        delta_at_r = jax.jvp(reduce, (zr,), (delta,))[1]
-        coefficient_x = _ratio(difference(both, yr), delta_at_x)
-        coefficient_r = _ratio(difference(yx, both), delta_at_r)
-        return yx, coefficient_x * at_x + coefficient_r * at_r
+        return _ratio(part_x, at(zx, delta)) * at(zx, dz) + _ratio(part_r, at(zr, delta)) * at(zr, dz)
 
-    return Paired(selected(z.x, z.r), reduce(z.r))
+    return _selection_rule(z, reduce, pick, tangent)
+
+
+def _tiled_select_rule(eqn, z: Paired, tiling: _Tiling, pick) -> Paired:
+    """Windows that tile the input: the selections as one-hot masks, one weight per element (module docstring)."""
+
+    def tangent(zx, zr, dz, part_x, part_r):
+        delta = tiling.view(difference(zx, zr))
+        mask_x, mask_r = tiling.first_mask(zx, pick), tiling.first_mask(zr, pick)
+        weight_x = tiling.spread(_ratio(part_x, tiling.sum(delta * mask_x)))
+        weight_r = tiling.spread(_ratio(part_r, tiling.sum(delta * mask_r)))
+        return tiling.sum(tiling.view(dz) * (weight_x * mask_x + weight_r * mask_r))
+
+    return _selection_rule(z, lambda u: tiling.reduce(u, pick), pick, tangent)
 
 
 class _Tiling:
