@@ -69,8 +69,9 @@ class DeepExplainer:
     returning (batch,) or (batch, n_outputs). ``data``: the background, an array or tensor with rows on
     the leading axis, or a list/tuple of them for several inputs.
     ``batch_size``: explained rows per compiled chunk; by default chosen to keep intermediates under
-    ``max_memory`` bytes per device (default: 1 GiB on a CPU, a quarter of an accelerator's memory). ``rules``: ``"complete"`` (default) or ``"shap"``, shap's rule choices where
-    they differ from the complete rules (see ``xshap.rulesets``). ``devices``: where the explained rows
+    ``max_memory`` bytes per device (default: 1 GiB on a CPU, a quarter of an accelerator's memory).
+    ``rules``: ``"complete"`` (default) or ``"shap"``, shap's rule choices where they differ from the
+    complete rules (see ``xshap.rulesets``). ``devices``: where the explained rows
     are spread (default: every device JAX sees; results are the same on one or many). ``progress``: a
     tqdm bar over chunks; ``None`` shows it only on an interactive terminal for work of several chunks.
     """
