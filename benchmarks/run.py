@@ -20,6 +20,8 @@ floor   one jit-compiled ``jax.vjp`` of the plain converted model (``converters.
         ``--floor-outputs vmap`` vmaps the pullback over the one-hot cotangents (the jacobian form, more
         memory); ``map`` runs it under ``jax.lax.map`` (sequential, least memory; on XLA:CPU a convolution
         inside that loop runs 10-25x slower, so it is no floor there).
+        Compiled with xshap's own XLA options (``xshap.compiling``: of XLA:CPU's YNN fusions only the dot
+        fusions, since the others miscompile W3's gradients in jaxlib 0.10.2), so both are compiled alike.
 
 Every (workload, implementation) runs in a fresh child process (``--child``), so import caches, JAX's compiled
 functions and peak memory never mix. In that process: ``setup`` (build the explainer: the torch.export conversion
@@ -145,15 +147,16 @@ def _check_jax_device(options: argparse.Namespace) -> None:
         raise SystemExit(f"--device gpu: JAX's backend is {jax.default_backend()}")
 
 
-def _prepare_floor(w: workloads.Workload, options: argparse.Namespace):
+def floor_program(w: workloads.Workload, outputs: str = "unroll") -> tuple:
+    """The floor as (jitted function, its arguments), the paired rows built and placed once."""
     import jax
     import jax.numpy as jnp
     import numpy as np
     import torch
 
     import converters
+    from xshap.compiling import compiler_options
 
-    outputs = options.floor_outputs
     converted = converters.from_torch(w.model, torch.from_numpy(w.background))
     n, b, n_out = len(w.X), len(w.background), w.n_outputs
     row_shape = w.X.shape[1:]
@@ -176,8 +179,13 @@ def _prepare_floor(w: workloads.Workload, options: argparse.Namespace):
             phi = jnp.stack([one_output(eye[o]) for o in range(n_out)])
         return jnp.moveaxis(phi, 0, -1)  # (N, *row, n_outputs)
 
-    compiled = jax.jit(floor)
-    return lambda: compiled(converted.params, x_rows, r_rows).block_until_ready()
+    compiled = jax.jit(floor, compiler_options=compiler_options() or None)  # xshap's own XLA options
+    return compiled, (converted.params, x_rows, r_rows)
+
+
+def _prepare_floor(w: workloads.Workload, options: argparse.Namespace):
+    compiled, args = floor_program(w, options.floor_outputs)
+    return lambda: compiled(*args).block_until_ready()
 
 
 PREPARE = {"xshap": _prepare_xshap, "shap": _prepare_shap, "captum": _prepare_captum, "floor": _prepare_floor}
@@ -185,7 +193,7 @@ PREPARE = {"xshap": _prepare_xshap, "shap": _prepare_shap, "captum": _prepare_ca
 
 IMPORTS = {
     "xshap": ("torch", "jax", "xshap", "converters"),
-    "floor": ("torch", "jax", "converters"),
+    "floor": ("torch", "jax", "converters", "xshap.compiling"),
     "shap": ("torch", "shap"),
     "captum": ("torch", "captum.attr"),
 }

@@ -1,7 +1,8 @@
 """The two shortcuts the explainer takes for speed give the numbers of the routes they replace:
 
 - pooling whose windows tile the input: one-hot masks instead of the general selection rule's JVPs;
-- the reference half of every value computed once per background row instead of once per chunk.
+- the reference half of every value computed once per background row instead of once per chunk;
+- on an accelerator, one vmapped pullback over the outputs, and the results written to pinned host memory.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from jax import lax
 
 import xshap
 import xshap.rules.selection as selection
+from xshap.devices import PINNED_HOST, RowSharding
 
 
 def _cnn(pool: torch.nn.Module, conv: type | None = torch.nn.Conv2d) -> torch.nn.Module:
@@ -143,3 +145,20 @@ def test_vmapped_output_pullbacks_equal_the_unrolled_loop():
     vmapped._vmap_outputs = True
     a, b = unrolled.explain(X), vmapped.explain(X)
     np.testing.assert_allclose(b.values[0], a.values[0], rtol=1e-6, atol=1e-6 * np.abs(a.values[0]).max())
+
+
+def test_results_written_to_pinned_host_memory_equal_the_default_route(monkeypatch):
+    """The accelerator route (the chunk's results placed in pinned host memory by the program itself), forced on
+    the CPU, which has that memory kind too: the same numbers, pair totals included, as writable arrays."""
+    model = _cnn(torch.nn.MaxPool2d(2))
+    background, X = _rows((1, 10, 10))
+    model(background)
+    default = xshap.DeepExplainer(model, background, batch_size=2)
+    assert default.sharding.results_on_host() is None  # a CPU keeps its results where they are
+    pinned_rows = default.sharding.rows.with_memory_kind(PINNED_HOST)
+    monkeypatch.setattr(RowSharding, "results_on_host", lambda self: pinned_rows)
+    pinned = xshap.DeepExplainer(model, background, batch_size=2)
+    a, b = default.explain(X, pair_totals=True), pinned.explain(X, pair_totals=True)
+    for got, want in [(b.values[0], a.values[0]), (b.outputs, a.outputs), (b.pair_totals, a.pair_totals)]:
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6 * np.abs(want).max())
+    assert b.values[0].flags.writeable and pinned.shap_values(X).flags.writeable  # as shap's own arrays are

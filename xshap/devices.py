@@ -15,6 +15,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 CPU_MAX_MEMORY = 1 << 30  # bytes of intermediates per chunk on a CPU: host memory is shared with everything else
 ACCELERATOR_MEMORY_SHARE = 4  # on a GPU/TPU: a quarter of the device's memory per chunk
+PINNED_HOST = "pinned_host"  # JAX's memory kind of page-locked host memory, which an accelerator writes directly
 
 
 def default_max_memory(devices: Sequence) -> int:
@@ -52,6 +53,20 @@ class RowSharding:
     def put_rows(self, arrays: Sequence[np.ndarray]) -> tuple:
         """Row-sharded device arrays: rows split evenly over the devices (``len`` a multiple of ``count``)."""
         return tuple(jax.device_put(a, self.rows) for a in arrays)
+
+    def results_on_host(self) -> NamedSharding | None:
+        """Where a chunk's results are written: on an accelerator, row-sharded in pinned host memory, so that the
+        compiled program itself copies them to the host. Fetched after the program instead, they cost a wait of
+        about 0.4 ms per chunk on an H200 (issue 4's W3, ``python -m benchmarks.kernels --host``), a third of the
+        chunk's own time. None on a CPU, whose device memory is host memory, or without pinned host memory."""
+        device = self.devices[0]
+        if device.platform == "cpu":
+            return None
+        try:
+            kinds = {memory.kind for memory in device.addressable_memories()}
+        except Exception:  # noqa: BLE001 - a backend that does not list its memories
+            return None
+        return self.rows.with_memory_kind(PINNED_HOST) if PINNED_HOST in kinds else None
 
     def put_replicated(self, tree):
         """Every leaf copied to every device."""

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from xshap.compiling import jit
 from xshap.data import as_input_list, check_background, check_inputs
 from xshap.devices import RowSharding, default_max_memory
 from xshap.errors import InputError, XShapIncompleteError
@@ -104,7 +105,7 @@ class DeepExplainer:
         self._vmap_outputs = self.sharding.devices[0].platform != "cpu"  # see _explain_chunk
         self.progress = progress
         self._set_rules(rules)
-        self._forward = jax.jit(jax.vmap(self.model.fn, in_axes=(None,) + (0,) * len(background)))
+        self._forward = jit(jax.vmap(self.model.fn, in_axes=(None,) + (0,) * len(background)))
         background_out = np.asarray(self._forward(self.model.params, *self.background))
         self.n_outputs = background_out.shape[1]
         self._background_outputs = background_out
@@ -120,7 +121,10 @@ class DeepExplainer:
             scopes,
             reveal_cancel=rules == REVEALCANCEL,
         )
-        self._chunk = jax.jit(self._explain_chunk, static_argnames=("pair_totals",))
+        results = self.sharding.results_on_host()
+        placement = {} if results is None else {"out_shardings": results}
+        self._chunk = jit(self._explain_chunk, static_argnames=("pair_totals",), **placement)
+        self._pair_bytes = self._bytes_per_pair()
         self._references = self._reference_values()
 
     def _reference_values(self) -> dict[int, jax.Array] | None:
@@ -128,9 +132,9 @@ class DeepExplainer:
         rather than in each chunk: with one explained row per chunk (a large model under the memory budget) the
         background's forward pass would otherwise be repeated for every row. None where it would take more than
         a quarter of ``max_memory``; each chunk then computes it."""
-        if self._bytes_per_pair() * len(self._background_np[0]) > self.max_memory // 4:
+        if self._pair_bytes * len(self._background_np[0]) > self.max_memory // 4:
             return None
-        values = jax.jit(jax.vmap(self._deeplift.reference_values, in_axes=(None, 0)))(
+        values = jit(jax.vmap(self._deeplift.reference_values, in_axes=(None, 0)))(
             self.model.params, tuple(self.background)
         )
         return self.sharding.put_replicated(values)
@@ -194,7 +198,7 @@ class DeepExplainer:
         """Explained rows per compiled chunk."""
         if self.batch_size is not None:
             return self.sharding.round_up(max(1, int(self.batch_size)))
-        per_row = max(1, self._bytes_per_pair() * len(self._background_np[0]) * self.n_outputs * 3)
+        per_row = max(1, self._pair_bytes * len(self._background_np[0]) * self.n_outputs * 3)
         per_device = int(max(1, min(1024, self.max_memory // per_row)))
         per_device = 1 << (per_device.bit_length() - 1)  # a power of two: the padded tail compiles no new shape
         return per_device * self.sharding.count  # the memory budget holds on each device
@@ -230,12 +234,11 @@ class DeepExplainer:
                 self._references,
                 pair_totals=pair_totals,
             )
-            values, chunk_outputs = result[:2]
-            if pair_totals:
-                total_pieces.append(np.asarray(result[2])[:rows])
+            values, chunk_outputs, *totals = _to_host(result, rows)
+            total_pieces.extend(totals)
             for piece, value in zip(pieces, values):
-                piece.append(np.asarray(value)[:rows])
-            output_pieces.append(np.asarray(chunk_outputs)[:rows])
+                piece.append(value)
+            output_pieces.append(chunk_outputs)
         values = [np.concatenate(p) for p in pieces]
         outputs = np.concatenate(output_pieces)
         total = sum(v.reshape(n, self.n_outputs, -1).sum(axis=2) for v in values)
@@ -259,7 +262,11 @@ class DeepExplainer:
         except Exception as error:  # the diagnosis must never hide the original error
             return f"(the culprit could not be located: {type(error).__name__}: {error})"
         if not gaps:
-            return "(no single op's rule is locally incomplete: the sum itself lost precision)"
+            return (
+                "(every op's rule is locally complete when this row is rechecked op by op, so the compiled chunk "
+                f"departs from its own rules: lost precision, or a miscompile by XLA (jax {jax.__version__} on "
+                f"{self.sharding.devices[0].platform}))"
+            )
         first = gaps[0]
         where = self._describe_scope(first.scope)
         return (
@@ -363,6 +370,15 @@ def rank_outputs(outputs: np.ndarray, k: int, order: str) -> np.ndarray:
         raise ValueError(f"ranked_outputs must be at least 1, got {k}")
     key = {"max": -outputs, "min": outputs, "max_abs": -np.abs(outputs)}[order]
     return np.argsort(key, axis=1, kind="stable")[:, :k].astype(np.int64)
+
+
+def _to_host(result, rows: int) -> list:
+    """A chunk's results as numpy arrays, without the padding rows. Every array's copy to the host is started
+    before the first is waited for: one wait for all of them (on an accelerator, a wait costs more than a copy)."""
+    leaves, tree = jax.tree_util.tree_flatten(result)
+    for leaf in leaves:
+        leaf.copy_to_host_async()
+    return jax.tree_util.tree_unflatten(tree, [np.asarray(leaf)[:rows] for leaf in leaves])
 
 
 def _progress(chunks: range, progress: bool | None, desc: str):

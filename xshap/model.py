@@ -32,7 +32,9 @@ class ExplainedModel:
             return arrays
         import jax
 
-        rows = jax.jit(jax.vmap(self.head, in_axes=(None,) + (0,) * len(arrays)))(
+        from xshap.compiling import jit
+
+        rows = jit(jax.vmap(self.head, in_axes=(None,) + (0,) * len(arrays)))(
             self.params, *(jnp.asarray(a) for a in arrays)
         )
         return [np.asarray(r) for r in rows]

@@ -7,6 +7,7 @@ is the DeepLIFT multiplier: ``jax.jacrev`` of it gives m, and phi = (x - r) * m.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 
 import jax
@@ -59,7 +60,7 @@ class DeepLift:
         self._producers = producers(self.program) if reveal_cancel else {}
         self._check_rules()
 
-    @property
+    @functools.cached_property
     def compute_dtype(self) -> np.dtype:
         """The least precise float type the function computes in (a float64 model may run a float32 softmax)."""
         floats = {np.dtype(a.dtype) for a in self.program.avals.values() if jnp.issubdtype(a.dtype, jnp.floating)}

@@ -1,0 +1,92 @@
+"""Every program xshap compiles is compiled with XLA:CPU's YNN reduce and elementwise fusions off (xshap.compiling).
+
+jaxlib 0.10.2's YNN fusions miscompile a LayerNorm's variance that feeds a mean and a two-output head when
+each output is differentiated in turn: both outputs get one output's gradient. These tests run that program
+through xshap and fail on such a jaxlib if the option is not passed (checked by turning it off).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+import xshap
+import xshap.compiling as compiling
+
+
+class _LayerNormHead(torch.nn.Module):
+    """LayerNorm over 64 features, mean over 32 positions, Linear to 2 outputs: the smallest part of the
+    issue-4 transformer whose gradients jaxlib 0.10.2's YNN fusions got wrong."""
+
+    def __init__(self):
+        super().__init__()
+        self.norm = torch.nn.LayerNorm(64)
+        self.head = torch.nn.Linear(64, 2)
+
+    def forward(self, x):
+        return self.head(self.norm(x).mean(dim=1))
+
+
+def _variance_head(x, weights):
+    variance = ((x - x.mean(-1, keepdims=True)) ** 2).mean(-1, keepdims=True)
+    return (x * variance).mean(1) @ weights
+
+
+def _gradients_per_output(fn, x, weights, n_outputs):
+    out, pullback = jax.vjp(lambda rows: fn(rows, weights), x)
+    eye = jnp.eye(n_outputs, dtype=out.dtype)
+    return jax.vmap(lambda hot: pullback(jnp.broadcast_to(hot, out.shape))[0])(eye)
+
+
+def test_the_xshap_jit_compiles_the_miscompiled_program_correctly():
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((64, 32, 64)), jnp.float32)
+    weights = jnp.asarray(rng.standard_normal((64, 2)), jnp.float32)
+    together = compiling.jit(lambda x, w: _gradients_per_output(_variance_head, x, w, 2))(x, weights)
+    one_by_one = [
+        compiling.jit(lambda x, w, o=o: jax.vjp(lambda rows: _variance_head(rows, w)[:, o], x)[1](jnp.ones(64))[0])(
+            x, weights
+        )
+        for o in range(2)
+    ]
+    np.testing.assert_allclose(np.asarray(together), np.stack(one_by_one), rtol=1e-5, atol=1e-7)
+
+
+@pytest.fixture
+def layer_norm_rows():
+    torch.manual_seed(0)
+    model = _LayerNormHead().eval()
+    with torch.no_grad():
+        model.norm.weight.uniform_(0.5, 1.5)
+        model.norm.bias.normal_(0.0, 0.1)
+    rng = np.random.default_rng(0)
+    background = rng.standard_normal((32, 32, 64)).astype(np.float32)
+    X = rng.standard_normal((16, 32, 64)).astype(np.float32)
+    return model, background, X
+
+
+def test_chunks_of_many_rows_equal_chunks_of_one_and_add_up(layer_norm_rows):
+    model, background, X = layer_norm_rows
+    many = xshap.DeepExplainer(model, background, batch_size=16).explain(X)  # raises if incomplete
+    one = xshap.DeepExplainer(model, background, batch_size=1).explain(X)
+    for a, b in zip(many.values, one.values):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * np.abs(b).max())
+    assert not np.allclose(many.values[0][:, 0], many.values[0][:, 1])  # the two outputs differ
+
+
+def test_the_option_is_what_makes_them_correct(layer_norm_rows, monkeypatch):
+    """Without the option, this jaxlib's answer (wrong on 0.10.2) is what the two tests above would see."""
+    model, background, X = layer_norm_rows
+    monkeypatch.setattr(compiling, "compiler_options", lambda: {})
+    unprotected = xshap.DeepExplainer(model, background, batch_size=16).explain(X, check_additivity=False)
+    monkeypatch.undo()
+    protected = xshap.DeepExplainer(model, background, batch_size=16).explain(X)
+    broken = not np.allclose(unprotected.values[0], protected.values[0], rtol=1e-5, atol=1e-7)
+    ynn_default = jax.default_backend() == "cpu" and tuple(jax.__version_info__[:3]) == (0, 10, 2)
+    if ynn_default:
+        assert broken, "jaxlib 0.10.2 no longer miscompiles this program: the test lost its power to fail"
+    expected = compiling.YNN_DOT_FUSIONS_ONLY if jax.__version_info__ >= (0, 10, 2) else {}
+    assert compiling.compiler_options() == expected
