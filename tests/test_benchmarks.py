@@ -1,4 +1,4 @@
-"""The benchmark script (benchmarks/run.py) as a smoke test: quick sizes, every implementation, honest rows."""
+"""The benchmark scripts (benchmarks/run.py, benchmarks/kernels.py) as smoke tests: quick sizes, honest rows."""
 
 from __future__ import annotations
 
@@ -78,3 +78,20 @@ def test_table_ratios_and_estimates():
     assert rows[0].info["ratio_estimates"] == ["shap"]  # shap known only from its first call
     table = format_table(rows)
     assert "~0.0500" in table and "(first call only)" in table and "skipped" in table
+
+
+def test_kernel_profile_names_both_programs_and_the_host_parts(tmp_path):
+    """benchmarks/kernels.py (where a call's time goes) runs: both programs' events, the host-side parts."""
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "kernels.py"), "--quick", "--workload", "W1", "--calls", "1"]
+        + ["--top", "2", "--host", "--dump", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    out = completed.stdout
+    for line in ("xshap:", "floor:", "shap_values(X)", "compiled chunk, results as numpy arrays", "cumulative"):
+        assert line in out, out[-2000:]
+    assert {p.name for p in tmp_path.glob("*.hlo.txt")} == {"W1-xshap.hlo.txt", "W1-floor.hlo.txt"}
