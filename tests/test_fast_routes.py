@@ -148,15 +148,15 @@ def test_vmapped_output_pullbacks_equal_the_unrolled_loop():
 
 
 def test_results_written_to_pinned_host_memory_equal_the_default_route(monkeypatch):
-    """The accelerator route (the chunk's results placed in pinned host memory by the program itself), forced on
-    the CPU, which has that memory kind too: the same numbers, pair totals included, as writable arrays."""
+    """The accelerator route (rows staged in pinned host memory, results written there by the program itself),
+    forced on the CPU, which has that memory kind too: the same numbers, pair totals included, as writable arrays."""
     model = _cnn(torch.nn.MaxPool2d(2))
     background, X = _rows((1, 10, 10))
     model(background)
     default = xshap.DeepExplainer(model, background, batch_size=2)
-    assert default.sharding.results_on_host() is None  # a CPU keeps its results where they are
+    assert default.sharding.pinned_host_rows() is None  # a CPU keeps its results where they are
     pinned_rows = default.sharding.rows.with_memory_kind(PINNED_HOST)
-    monkeypatch.setattr(RowSharding, "results_on_host", lambda self: pinned_rows)
+    monkeypatch.setattr(RowSharding, "pinned_host_rows", lambda self: pinned_rows)
     pinned = xshap.DeepExplainer(model, background, batch_size=2)
     a, b = default.explain(X, pair_totals=True), pinned.explain(X, pair_totals=True)
     for got, want in [(b.values[0], a.values[0]), (b.outputs, a.outputs), (b.pair_totals, a.pair_totals)]:

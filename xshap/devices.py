@@ -51,14 +51,19 @@ class RowSharding:
         return -(-n // self.count) * self.count
 
     def put_rows(self, arrays: Sequence[np.ndarray]) -> tuple:
-        """Row-sharded device arrays: rows split evenly over the devices (``len`` a multiple of ``count``)."""
-        return tuple(jax.device_put(a, self.rows) for a in arrays)
+        """Row-sharded device arrays: rows split evenly over the devices (``len`` a multiple of ``count``). On an
+        accelerator through pinned host memory: a copy into page-locked memory, then one DMA to the device."""
+        staging = self.pinned_host_rows()
+        if staging is None:
+            return tuple(jax.device_put(a, self.rows) for a in arrays)
+        return tuple(jax.device_put(jax.device_put(a, staging), self.rows) for a in arrays)
 
-    def results_on_host(self) -> NamedSharding | None:
-        """Where a chunk's results are written: on an accelerator, row-sharded in pinned host memory, so that the
-        compiled program itself copies them to the host. Fetched after the program instead, they cost a wait of
-        about 0.4 ms per chunk on an H200 (issue 4's W3, ``python -m benchmarks.kernels --host``), a third of the
-        chunk's own time. None on a CPU, whose device memory is host memory, or without pinned host memory."""
+    def pinned_host_rows(self) -> NamedSharding | None:
+        """The rows sharding in pinned host memory, on an accelerator: a chunk's results are written there by the
+        compiled program itself, and its rows staged there on their way in. Fetched after the program instead,
+        the results cost a wait of about 0.4 ms per chunk on an H200 (issue 4's W3, ``python -m benchmarks.kernels
+        --host``), a third of the chunk's own time. None on a CPU, whose device memory is host memory, or
+        without pinned host memory."""
         device = self.devices[0]
         if device.platform == "cpu":
             return None

@@ -121,7 +121,7 @@ class DeepExplainer:
             scopes,
             reveal_cancel=rules == REVEALCANCEL,
         )
-        results = self.sharding.results_on_host()
+        results = self.sharding.pinned_host_rows()
         placement = {} if results is None else {"out_shardings": results}
         self._chunk = jit(self._explain_chunk, static_argnames=("pair_totals",), **placement)
         self._pair_bytes = self._bytes_per_pair()
@@ -149,7 +149,8 @@ class DeepExplainer:
     def _explain_chunk(
         self, params, xs: tuple, background: tuple, references: dict | None, pair_totals: bool = False
     ) -> tuple:
-        """phi for a chunk of rows, mean over the background of (x - r) * m(x, r) per output, and f(x);
+        """phi for a chunk of rows, mean over the background of (x - r) * m(x, r) per output, f(x), and sum(|phi|)
+        per (row, output) for the tolerance of the completeness check (which sums phi itself on the host);
         with ``pair_totals``, also sum(phi) of every (row, background row) pair, (rows, B, n_outputs).
 
         f(x) comes from the same compiled call: one dispatch per chunk, which is most of the cost of a short run.
@@ -180,9 +181,10 @@ class DeepExplainer:
 
         outputs = jax.vmap(self.model.fn, in_axes=(None,) + (0,) * len(xs))(params, *xs)
         if not pair_totals:
-            return jax.vmap(per_row)(xs), outputs
+            means = jax.vmap(per_row)(xs)
+            return means, outputs, _mass(means)
         means, totals = jax.vmap(per_row)(xs)
-        return means, outputs, totals
+        return means, outputs, _mass(means), totals
 
     def _bytes_per_pair(self) -> int:
         """Bytes of the values that depend on the explained inputs, for one (row, background row) pair: the
@@ -219,6 +221,7 @@ class DeepExplainer:
         pieces: list[list[np.ndarray]] = [[] for _ in arrays]
         output_pieces: list[np.ndarray] = []
         total_pieces: list[np.ndarray] = []
+        mass_pieces: list[np.ndarray] = []
         for start in _progress(range(0, n, size), self.progress, desc="xshap"):
             chunk = [a[start : start + size] for a in arrays]
             rows = chunk[0].shape[0]
@@ -234,7 +237,8 @@ class DeepExplainer:
                 self._references,
                 pair_totals=pair_totals,
             )
-            values, chunk_outputs, *totals = _to_host(result, rows)
+            values, chunk_outputs, chunk_mass, *totals = _to_host(result, rows)
+            mass_pieces.append(chunk_mass)
             total_pieces.extend(totals)
             for piece, value in zip(pieces, values):
                 piece.append(value)
@@ -243,7 +247,7 @@ class DeepExplainer:
         outputs = np.concatenate(output_pieces)
         total = sum(v.reshape(n, self.n_outputs, -1).sum(axis=2) for v in values)
         gaps = total - (outputs - self.expected_value)
-        mass = sum(np.abs(v).reshape(n, self.n_outputs, -1).sum(axis=2) for v in values)
+        mass = np.concatenate(mass_pieces)
         tolerance = completeness_tolerance(self._deeplift.compute_dtype, outputs, self.expected_value, mass=mass)
         attribution = Attribution(values, outputs, self.expected_value, gaps, tolerance)
         if pair_totals:
@@ -370,6 +374,11 @@ def rank_outputs(outputs: np.ndarray, k: int, order: str) -> np.ndarray:
         raise ValueError(f"ranked_outputs must be at least 1, got {k}")
     key = {"max": -outputs, "min": outputs, "max_abs": -np.abs(outputs)}[order]
     return np.argsort(key, axis=1, kind="stable")[:, :k].astype(np.int64)
+
+
+def _mass(means: tuple) -> jax.Array:
+    """sum(|phi|) per (row, output) over every input: the scale of the rounding in the sum of phi."""
+    return sum(jnp.abs(m).reshape(m.shape[:2] + (-1,)).sum(axis=2) for m in means)
 
 
 def _to_host(result, rows: int) -> list:
