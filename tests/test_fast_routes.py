@@ -148,8 +148,8 @@ def test_vmapped_output_pullbacks_equal_the_unrolled_loop():
 
 
 def test_results_written_to_pinned_host_memory_equal_the_default_route(monkeypatch):
-    """The accelerator route (rows staged in pinned host memory, results written there by the program itself),
-    forced on the CPU, which has that memory kind too: the same numbers, pair totals included, as writable arrays."""
+    """The accelerator route (the chunk's results written to pinned host memory by the program itself), forced on
+    the CPU, which has that memory kind too: the same numbers, pair totals included, as writable arrays."""
     model = _cnn(torch.nn.MaxPool2d(2))
     background, X = _rows((1, 10, 10))
     model(background)
