@@ -155,7 +155,7 @@ def floor_program(w: workloads.Workload, outputs: str = "unroll") -> tuple:
     import torch
 
     import converters
-    from xshap.compiling import compiler_options
+    from xshap.compiling import jit
 
     converted = converters.from_torch(w.model, torch.from_numpy(w.background))
     n, b, n_out = len(w.X), len(w.background), w.n_outputs
@@ -179,7 +179,7 @@ def floor_program(w: workloads.Workload, outputs: str = "unroll") -> tuple:
             phi = jnp.stack([one_output(eye[o]) for o in range(n_out)])
         return jnp.moveaxis(phi, 0, -1)  # (N, *row, n_outputs)
 
-    compiled = jax.jit(floor, compiler_options=compiler_options() or None)  # xshap's own XLA options
+    compiled = jit(floor)  # compiled with xshap's own XLA options
     return compiled, (converted.params, x_rows, r_rows)
 
 

@@ -28,5 +28,7 @@ def compiler_options() -> dict[str, str]:
 
 
 def jit(fn: Callable, **jit_options) -> Callable:
-    """``jax.jit(fn, **jit_options)`` compiled with ``compiler_options()``."""
-    return jax.jit(fn, compiler_options=compiler_options() or None, **jit_options)
+    """``jax.jit(fn, **jit_options)`` compiled with ``compiler_options()`` (none passed where there are none: an
+    older jax.jit does not take the argument)."""
+    options = compiler_options()
+    return jax.jit(fn, compiler_options=options, **jit_options) if options else jax.jit(fn, **jit_options)
