@@ -20,7 +20,7 @@ floor   one jit-compiled ``jax.vjp`` of the plain converted model (``converters.
         ``--floor-outputs vmap`` vmaps the pullback over the one-hot cotangents (the jacobian form, more
         memory); ``map`` runs it under ``jax.lax.map`` (sequential, least memory; on XLA:CPU a convolution
         inside that loop runs 10-25x slower, so it is no floor there).
-        Compiled with xshap's own XLA options (``xshap.compiling``: of XLA:CPU's YNN fusions only the dot
+        Compiled with xshap's own XLA options (``xshap.explain.compiling``: of XLA:CPU's YNN fusions only the dot
         fusions, since the others miscompile W3's gradients in jaxlib 0.10.2), so both are compiled alike.
 
 Every (workload, implementation) runs in a fresh child process (``--child``), so import caches, JAX's compiled
@@ -155,7 +155,7 @@ def floor_program(w: workloads.Workload, outputs: str = "unroll") -> tuple:
     import torch
 
     import converters
-    from xshap.compiling import jit
+    from xshap.explain.compiling import jit
 
     converted = converters.from_torch(w.model, torch.from_numpy(w.background))
     n, b, n_out = len(w.X), len(w.background), w.n_outputs
@@ -193,7 +193,7 @@ PREPARE = {"xshap": _prepare_xshap, "shap": _prepare_shap, "captum": _prepare_ca
 
 IMPORTS = {
     "xshap": ("torch", "jax", "xshap", "converters"),
-    "floor": ("torch", "jax", "converters", "xshap.compiling"),
+    "floor": ("torch", "jax", "converters", "xshap.explain.compiling"),
     "shap": ("torch", "shap"),
     "captum": ("torch", "captum.attr"),
 }

@@ -73,13 +73,6 @@ class Converted:
         """Provenance of every op, in graph order."""
         return list(self.provenance.values())
 
-    def summary(self, rules: str = "complete"):
-        """Each torch module call -> the torch ops it exported, the JAX primitives they became and the
-        DeepLIFT rule of each nonlinear one, with call counts (reuse made visible). Needs xshap's rules."""
-        from xshap.summary import summary_of_converted
-
-        return summary_of_converted(self, rules)
-
     # -- self-check -------------------------------------------------------------------------------------
     def validate(self, *inputs, rtol: float | None = None, max_rows: int = 16) -> ValidationReport:
         """Run the exported torch graph and the JAX function side by side on the same rows.

@@ -288,7 +288,7 @@ def test_check_additivity_names_the_broken_rule(monkeypatch, data):
     """Break the Rescale rule on purpose: xshap's own check must fail and name the op and module."""
     import jax.numpy as jnp
 
-    from xshap.rules import rescale as rescale_module
+    from xshap.engine.rules import rescale as rescale_module
 
     original = rescale_module.safe_divide
     monkeypatch.setattr(rescale_module, "safe_divide", lambda n, d, s: 0.5 * original(n, d, s) + 0 * jnp.zeros(()))

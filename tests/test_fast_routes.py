@@ -14,8 +14,8 @@ import torch
 from jax import lax
 
 import xshap
-import xshap.rules.selection as selection
-from xshap.devices import PINNED_HOST, RowSharding
+import xshap.engine.rules.selection as selection
+from xshap.explain.devices import PINNED_HOST, RowSharding
 
 
 def _cnn(pool: torch.nn.Module, conv: type | None = torch.nn.Conv2d) -> torch.nn.Module:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from xshap.culprits import ADJACENT, FUNCTIONAL, NO_RULE, PRODUCT
-from xshap.report import AGREE, REFERENCE_INCOMPLETE
+from xshap.check.culprits import ADJACENT, FUNCTIONAL, NO_RULE, PRODUCT
+from xshap.check.report import AGREE, REFERENCE_INCOMPLETE
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")

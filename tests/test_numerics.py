@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import xshap
-from xshap.rules.rescale import rescale
-from xshap.rules.threshold import small_difference
+from xshap.engine.rules.rescale import rescale
+from xshap.engine.rules.threshold import small_difference
 
 
 def _net(seed=0):

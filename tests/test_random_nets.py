@@ -30,8 +30,8 @@ import converters
 import xshap
 from tests.models.common import captum_values, shap_values, torch_f
 from tests.strategies import NetSpec, build, nets, safe_references, unsafe_reasons
-from xshap.culprits import RULE_CHOICE, find_culprits
-from xshap.references import captum_rule_table, shap_rule_table
+from xshap.check.culprits import RULE_CHOICE, find_culprits
+from xshap.check.references import captum_rule_table, shap_rule_table
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 

@@ -10,7 +10,7 @@ import torch
 
 import converters
 import xshap
-from xshap.report import AGREE, REFERENCE_INCOMPLETE
+from xshap.check.report import AGREE, REFERENCE_INCOMPLETE
 
 FEATURES = [f"f{i}" for i in range(16)]
 
@@ -131,7 +131,7 @@ def test_explanation_of_several_outputs_and_inputs():
 
 def test_summary_shows_calls_rules_and_reuse(seed):
     nets, data = seed
-    reused = converters.from_torch(nets["ModuleTestNet"], data.X_train[:4]).summary()
+    reused = xshap.summary(converters.from_torch(nets["ModuleTestNet"], data.X_train[:4]))
     text = str(reused)
     by_scope = {c.scope: c for c in reused.calls}
     assert {"activation", "activation@1"} <= set(by_scope)
@@ -143,7 +143,7 @@ def test_summary_shows_calls_rules_and_reuse(seed):
     assert "reused module instances" in text and "activation" in text
     assert by_scope["layer_1"].calls_of_module == 1 and not by_scope["layer_1"].rules  # linear: no rule
     assert "call 2/2" in text
-    seq = converters.from_torch(nets["Sequential"], data.X_train[:4]).summary()
+    seq = xshap.summary(converters.from_torch(nets["Sequential"], data.X_train[:4]))
     assert "reused" not in str(seq).split("\n")[1]
     assert "<table>" in seq._repr_html_()
 

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 import xshap
-from xshap.culprits import RULE_CHOICE
-from xshap.report import AGREE, REFERENCE_INCOMPLETE, RULE_DIFFERENCE
-from xshap.rulesets import SHAP_NONLINEAR_1D
+from xshap.check.culprits import RULE_CHOICE
+from xshap.check.report import AGREE, REFERENCE_INCOMPLETE, RULE_DIFFERENCE
+from xshap.engine.rulesets import SHAP_NONLINEAR_1D
 
 shap = pytest.importorskip("shap")
 

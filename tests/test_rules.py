@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import xshap
-from xshap.transform import deeplift
+from xshap.engine.transform import deeplift
 
 
 def multipliers(fn, x, r):

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import xshap
-from xshap.report import AGREE, REFERENCE_ERROR, REFERENCE_INCOMPLETE
+from xshap.check.report import AGREE, REFERENCE_ERROR, REFERENCE_INCOMPLETE
 
 
 def _scale(outputs, expected):

@@ -1,11 +1,18 @@
-"""xshap: DeepLIFT / DeepSHAP on whole JAX graphs, to check shap's and Captum's attributions."""
+"""xshap: DeepLIFT / DeepSHAP on whole JAX graphs, to check shap's and Captum's attributions.
 
-from xshap.crosscheck import crosscheck
+The package follows the pipeline: ``xshap.engine`` (DeepLIFT on jaxprs, no torch), ``xshap.explain`` (the
+explainers over rows and devices), ``xshap.check`` (the cross-check with shap and Captum and its report),
+and the application modules at the top (``cli``, ``demo``, ``seed``, ``loading``). Imports run one way:
+application -> check -> explain -> engine; ``converters`` (torch -> JAX) imports nothing from xshap.
+"""
+
+from xshap.check.crosscheck import crosscheck
+from xshap.check.report import CrosscheckReport
+from xshap.engine.transform import deeplift
 from xshap.errors import InputError, NoRuleError, XShapError, XShapIncompleteError
-from xshap.explainer import Attribution, DeepExplainer
-from xshap.report import CrosscheckReport
-from xshap.single import DeepLift, attribute
-from xshap.transform import deeplift
+from xshap.explain.explainer import Attribution, DeepExplainer
+from xshap.explain.single import DeepLift, attribute
+from xshap.explain.summary import summary
 
 __all__ = [
     "Attribution",
@@ -19,5 +26,6 @@ __all__ = [
     "attribute",
     "crosscheck",
     "deeplift",
+    "summary",
 ]
 __version__ = "0.1.0"

@@ -116,7 +116,7 @@ def run_check(args: argparse.Namespace) -> int:
         if args.references is not None:
             references = [] if args.references.strip() == "none" else [r.strip() for r in args.references.split(",")]
         names = [n.strip() for n in args.feature_names.split(",")] if args.feature_names else None
-        from xshap.crosscheck import crosscheck
+        from xshap.check.crosscheck import crosscheck
 
         report = crosscheck(model, background, X, references=references, rules=args.rules, feature_names=names)
     except XShapIncompleteError as error:

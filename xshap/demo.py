@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from xshap.crosscheck import crosscheck
-from xshap.report import CrosscheckReport
+from xshap.check.crosscheck import crosscheck
+from xshap.check.report import CrosscheckReport
 from xshap.seed import trained_seed_nets
 
 

@@ -35,9 +35,9 @@ from tests.models.common import (
     site_lines,
     torch_f,
 )
-from xshap.culprits import FUNCTIONAL, NO_RULE, REUSED, RULE_CHOICE
-from xshap.references import captum_rule_table, shap_rule_table
-from xshap.report import AGREE, REFERENCE_ERROR, REFERENCE_INCOMPLETE, RULE_DIFFERENCE
+from xshap.check.culprits import FUNCTIONAL, NO_RULE, REUSED, RULE_CHOICE
+from xshap.check.references import captum_rule_table, shap_rule_table
+from xshap.check.report import AGREE, REFERENCE_ERROR, REFERENCE_INCOMPLETE, RULE_DIFFERENCE
 
 N_BACKGROUND, N_EXPLAINED, N_FEATURES, N_OUT = 12, 5, 10, 3
 WEIGHT_SCALE = 2.0  # larger weights than torch's default init: the nonlinearities work away from their linear part

@@ -32,8 +32,8 @@ from tests.models.common import (
     site_lines,
     torch_f,
 )
-from xshap.culprits import ADJACENT, FUNCTIONAL, NO_RULE, PRODUCT, REUSED
-from xshap.report import AGREE, REFERENCE_ERROR, REFERENCE_INCOMPLETE
+from xshap.check.culprits import ADJACENT, FUNCTIONAL, NO_RULE, PRODUCT, REUSED
+from xshap.check.report import AGREE, REFERENCE_ERROR, REFERENCE_INCOMPLETE
 
 N_BACKGROUND, N_EXPLAINED = 12, 5
 VOCAB, SEQ_LEN, EMB = 50, 12, 8

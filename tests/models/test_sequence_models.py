@@ -25,8 +25,8 @@ import torch
 import torch.nn as nn
 
 import xshap
-from xshap.culprits import FUNCTIONAL, NO_RULE, PRODUCT
-from xshap.report import AGREE, REFERENCE_INCOMPLETE
+from xshap.check.culprits import FUNCTIONAL, NO_RULE, PRODUCT
+from xshap.check.report import AGREE, REFERENCE_INCOMPLETE
 
 N_BACKGROUND, N_EXPLAINED = 8, 4
 ENC_SEQ, ENC_FEATURES, D_MODEL, N_HEAD, FF, ENC_OUT = 6, 4, 16, 2, 32, 3

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from xshap.program import Eqn, Program
+from xshap.engine.program import Eqn, Program
 
 # Primitives that act elementwise on operands of the output's shape (rank-0 operands broadcast).
 ELEMENTWISE = {

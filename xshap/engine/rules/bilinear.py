@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import jax
 
-from xshap.rules import Paired, bind, bind_both, rule
+from xshap.engine.rules import Paired, bind, bind_both, rule
 
 
 def bilinear(op: Callable, a: Paired, b: Paired) -> Paired:

@@ -12,13 +12,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xshap.compiling import jit
-from xshap.data import as_input_list, check_background, check_inputs
-from xshap.devices import RowSharding, default_max_memory
+from xshap.engine.rulesets import COMPLETE, REVEALCANCEL, module_scopes
+from xshap.engine.transform import DeepLift
 from xshap.errors import InputError, XShapIncompleteError
-from xshap.model import ExplainedModel, wrap_model
-from xshap.rulesets import COMPLETE, REVEALCANCEL, module_scopes
-from xshap.transform import DeepLift
+from xshap.explain.compiling import jit
+from xshap.explain.data import as_input_list, check_background, check_inputs
+from xshap.explain.devices import RowSharding, default_max_memory
+from xshap.explain.model import ExplainedModel, wrap_model
 
 ROUNDING_FACTOR = 16  # ulps of rounding allowed per unit of attribution mass (see completeness_tolerance)
 
@@ -72,7 +72,7 @@ class DeepExplainer:
     ``batch_size``: explained rows per compiled chunk; by default chosen to keep intermediates under
     ``max_memory`` bytes per device (default: 1 GiB on a CPU, a quarter of an accelerator's memory).
     ``rules``: ``"complete"`` (default) or ``"shap"``, shap's rule choices where they differ from the
-    complete rules (see ``xshap.rulesets``). ``devices``: where the explained rows
+    complete rules (see ``xshap.engine.rulesets``). ``devices``: where the explained rows
     are spread (default: every device JAX sees; results are the same on one or many). ``progress``: a
     tqdm bar over chunks; ``None`` shows it only on an interactive terminal for work of several chunks.
     """
@@ -258,8 +258,8 @@ class DeepExplainer:
         return attribution
 
     def _locate(self, arrays: list[np.ndarray], row: int) -> str:
-        """Name the op whose rule broke completeness for one row (see xshap.diagnose)."""
-        from xshap.diagnose import local_gaps
+        """Name the op whose rule broke completeness for one row (see xshap.engine.diagnose)."""
+        from xshap.engine.diagnose import local_gaps
 
         try:
             gaps = local_gaps(self._deeplift, self.model.params, [a[row] for a in arrays], self._background_np)
@@ -320,14 +320,14 @@ class DeepExplainer:
         """The layer-by-layer view (torch models): module calls, their ops and the rules they get."""
         if self.model.converted is None:
             raise InputError("summary() describes a converted torch model; a JAX function has no modules")
-        from xshap.summary import summarize
+        from xshap.explain.summary import summarize
 
         name = self.model.converted.capture.root_type.rsplit(".", 1)[-1]
         return summarize(self.model.converted, self._deeplift, self.rules, name)
 
     def explanation(self, X, *, feature_names=None, output_names=None, check_additivity: bool = True):
         """The DeepSHAP values of ``X`` as a ``shap.Explanation`` with base values and data (shap's plots take it)."""
-        from xshap.interop import to_explanation
+        from xshap.explain.interop import to_explanation
 
         arrays, _ = as_input_list(X)
         attribution = self.explain(X, check_additivity=check_additivity)

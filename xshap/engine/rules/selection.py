@@ -23,8 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xshap.rules import Paired, bind, bind_both, operand, rule
-from xshap.rules.threshold import difference
+from xshap.engine.rules import Paired, bind, bind_both, operand, rule
+from xshap.engine.rules.threshold import difference
 
 
 def _selection_rule(z: Paired, reduce, pick, tangent) -> Paired:

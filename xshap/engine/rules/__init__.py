@@ -4,7 +4,7 @@ A rule takes one equation and its operands, each either a ``Paired`` value (it d
 explained inputs: its value on the input x and on the reference r) or a plain constant, and returns
 the ``Paired`` outputs. The x half of every nonlinear rule is a ``jax.custom_jvp`` whose tangent is the
 DeepLIFT multiplier times the input tangent, so ``jax.grad`` of the x half yields DeepLIFT multipliers.
-Elementwise units (one varying input) are rescaled as a whole; see ``xshap.analysis``.
+Elementwise units (one varying input) are rescaled as a whole; see ``xshap.engine.analysis``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import jax
 
-from xshap.program import Const, Eqn
+from xshap.engine.program import Const, Eqn
 
 
 @dataclass(frozen=True)

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 
-from xshap.program import Const, Eqn, Program
-from xshap.rules import Paired, bind
-from xshap.rules.threshold import difference, safe_divide, small_difference
+from xshap.engine.program import Const, Eqn, Program
+from xshap.engine.rules import Paired, bind
+from xshap.engine.rules.threshold import difference, safe_divide, small_difference
 
 LINEAR_LAYERS = ("dot_general", "conv_general_dilated")
 

@@ -13,9 +13,9 @@ from html import escape
 
 import numpy as np
 
-from xshap.analysis import ALWAYS_LINEAR, module_scope_of
-from xshap.rules import lookup
-from xshap.rules.revealcancel import find_linear_source
+from xshap.engine.analysis import ALWAYS_LINEAR, module_scope_of
+from xshap.engine.rules import lookup
+from xshap.engine.rules.revealcancel import find_linear_source
 
 # rule function (module.name) -> what it does, for the summary
 RULE_DESCRIPTIONS = {
@@ -161,12 +161,14 @@ def summarize(converted, deeplift, rules: str, model_name: str = "model") -> Mod
     return ModelSummary(model_name, rules, list(calls.values()))
 
 
-def summary_of_converted(converted, rules: str = "complete", model_name: str | None = None) -> ModelSummary:
-    """``converted.summary()``: prepare DeepLIFT on the converted function and summarise it."""
+def summary(converted, rules: str = "complete", model_name: str | None = None) -> ModelSummary:
+    """``xshap.summary(converters.from_torch(model, x))``: the layer-by-layer view of a converted model, each
+    module call with its torch ops, JAX primitives and DeepLIFT rules (DeepLIFT prepared on the converted
+    function; the converter itself knows nothing of DeepLIFT)."""
     import jax.numpy as jnp
 
-    from xshap.rulesets import module_scopes
-    from xshap.transform import DeepLift
+    from xshap.engine.rulesets import module_scopes
+    from xshap.engine.transform import DeepLift
 
     def fn(params, *rows):
         return jnp.reshape(converted.graph(params, *(r[None] for r in rows))[0], (-1,))

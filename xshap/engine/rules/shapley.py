@@ -11,10 +11,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from xshap.rules import Paired, bind, bind_both, operand, rule, x_half
-from xshap.rules.bilinear import bilinear
-from xshap.rules.rescale import rescale
-from xshap.rules.threshold import difference, safe_divide, small_difference
+from xshap.engine.rules import Paired, bind, bind_both, operand, rule, x_half
+from xshap.engine.rules.bilinear import bilinear
+from xshap.engine.rules.rescale import rescale
+from xshap.engine.rules.threshold import difference, safe_divide, small_difference
 
 
 def _broadcast(value, shape):

@@ -32,7 +32,7 @@ class ExplainedModel:
             return arrays
         import jax
 
-        from xshap.compiling import jit
+        from xshap.explain.compiling import jit
 
         rows = jit(jax.vmap(self.head, in_axes=(None,) + (0,) * len(arrays)))(
             self.params, *(jnp.asarray(a) for a in arrays)

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 import jax
 import jax.numpy as jnp
 
-from xshap.rules.threshold import difference, frozen, safe_divide, small_difference
+from xshap.engine.rules.threshold import difference, frozen, safe_divide, small_difference
 
 UnaryFn = Callable[..., Sequence[jax.Array]]  # f(z, *consts) -> tuple of arrays, elementwise in z
 

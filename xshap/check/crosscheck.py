@@ -7,12 +7,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from xshap.culprits import RULE_CHOICE, Culprit, find_culprits
-from xshap.data import as_input_list, check_inputs
-from xshap.explainer import RANK_ORDERS, Attribution, DeepExplainer, rank_outputs
-from xshap.model import is_exported_program
-from xshap.references import REFERENCES, RULE_TABLES, Ranking, ReferenceResult, available_references
-from xshap.report import (
+from xshap.check.culprits import RULE_CHOICE, Culprit, find_culprits
+from xshap.check.references import REFERENCES, RULE_TABLES, Ranking, ReferenceResult, available_references
+from xshap.check.report import (
     AGREE,
     DISAGREE,
     REFERENCE_INCOMPLETE,
@@ -20,7 +17,10 @@ from xshap.report import (
     CrosscheckReport,
     ReferenceComparison,
 )
-from xshap.rulesets import SHAP
+from xshap.engine.rulesets import SHAP
+from xshap.explain.data import as_input_list, check_inputs
+from xshap.explain.explainer import RANK_ORDERS, Attribution, DeepExplainer, rank_outputs
+from xshap.explain.model import is_exported_program
 
 # references whose own rule choices xshap can reproduce, and the rule set that does
 REPRODUCIBLE_RULES = {"shap": SHAP}

@@ -1,6 +1,6 @@
 """deeplift(fn): evaluate a JAX function on (input, reference) pairs with the DeepLIFT rules.
 
-The function is traced once to a jaxpr, flattened (xshap.program) and analysed (xshap.analysis). The
+The function is traced once to a jaxpr, flattened (xshap.engine.program) and analysed (xshap.engine.analysis). The
 paired evaluation returns the function's value on the input whose derivative with respect to the input
 is the DeepLIFT multiplier: ``jax.jacrev`` of it gives m, and phi = (x - r) * m.
 """
@@ -14,13 +14,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xshap import rules
-from xshap.analysis import Analysis, Unit, analyse
+from xshap.engine import rules
+from xshap.engine.analysis import Analysis, Unit, analyse
+from xshap.engine.program import Const, Program, flatten
+from xshap.engine.rules import Paired, bind, bind_both, operand
+from xshap.engine.rules.rescale import rescale, rescale_1d
+from xshap.engine.rules.revealcancel import find_linear_source, producers, reveal_cancel
 from xshap.errors import NoRuleError
-from xshap.program import Const, Program, flatten
-from xshap.rules import Paired, bind, bind_both, operand
-from xshap.rules.rescale import rescale, rescale_1d
-from xshap.rules.revealcancel import find_linear_source, producers, reveal_cancel
 
 
 def _is_float(aval) -> bool:

@@ -7,7 +7,7 @@ module shap handles with ``nonlinear_1d`` is rescaled element by element as a wh
 that credits each output's change to its own input alone). Where shap's hooks are wrong instead
 (functional calls, reused modules, modules it has no rule for), ``"shap"`` keeps the complete rules: it
 reproduces shap's choices, not its bugs. It needs module boundaries, so it applies to torch models.
-``"revealcancel"`` is "complete" with the RevealCancel rule (xshap.rules.revealcancel) on every elementwise
+``"revealcancel"`` is "complete" with the RevealCancel rule (xshap.engine.rules.revealcancel) on every elementwise
 nonlinearity fed by a linear layer (Dense or convolution); torch and JAX models alike.
 """
 

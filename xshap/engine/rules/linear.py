@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from xshap.engine.rules import Paired, bind_both, rule
 from xshap.errors import NoRuleError
-from xshap.rules import Paired, bind_both, rule
 
 LINEAR_PRIMITIVES = (
     "add", "sub", "neg", "reshape", "broadcast_in_dim", "transpose", "squeeze", "expand_dims",
@@ -48,7 +48,7 @@ def indexed_update(eqn, args):
 @rule("select_n")
 def select(eqn, args):
     # Linear in the cases when the predicate is a constant; an input-dependent predicate is only
-    # handled inside an elementwise unit (one varying input), see xshap.analysis.
+    # handled inside an elementwise unit (one varying input), see xshap.engine.analysis.
     _require_constant(eqn, args, [0], "a selection predicate that depends on the explained inputs")
     return bind_both(eqn, args)
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from xshap.data import as_input_list, to_numpy
 from xshap.errors import InputError
-from xshap.explainer import DeepExplainer
+from xshap.explain.data import as_input_list, to_numpy
+from xshap.explain.explainer import DeepExplainer
 
 
 def _is_torch(value) -> bool:

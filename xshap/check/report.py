@@ -7,11 +7,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-AGREE = "AGREE"
-REFERENCE_INCOMPLETE = "REFERENCE_INCOMPLETE"
-RULE_DIFFERENCE = "RULE_DIFFERENCE"
-DISAGREE = "DISAGREE"  # both complete, values differ, and no known rule difference explains it
-REFERENCE_ERROR = "REFERENCE_ERROR"
+from xshap.check.verdicts import (  # noqa: F401  (re-exported: the names a report is read with)
+    AGREE,
+    DISAGREE,
+    REFERENCE_ERROR,
+    REFERENCE_INCOMPLETE,
+    RULE_DIFFERENCE,
+    SEVERITY,
+)
 
 
 @dataclass
@@ -71,9 +74,8 @@ class CrosscheckReport:
     @property
     def verdict(self) -> str:
         """The worst verdict over every reference (AGREE when there is none)."""
-        order = (REFERENCE_ERROR, REFERENCE_INCOMPLETE, DISAGREE, RULE_DIFFERENCE, AGREE)
         verdicts = [ref.verdict for ref in self.references]
-        return next((v for v in order if v in verdicts), AGREE)
+        return next((v for v in SEVERITY if v in verdicts), AGREE)
 
     def expected_at(self, sample: int, output: int) -> float:
         """E f for one sample's output (with ranked outputs each sample's slot is its own output)."""
@@ -164,18 +166,18 @@ class CrosscheckReport:
 
     def plot(self, output: int | None = None):
         """The matplotlib figure: xshap vs each reference, completeness gaps per sample, mean |phi| per feature."""
-        from xshap.plots import plot_report
+        from xshap.check.plots import plot_report
 
         return plot_report(self, output=output)
 
     def to_html(self) -> str:
         """A standalone HTML page: verdict banner, per-output table, culprits, the plots."""
-        from xshap.report_html import render_html
+        from xshap.check.report_html import render_html
 
         return render_html(self)
 
     def _repr_html_(self) -> str:
-        from xshap.report_html import render_html
+        from xshap.check.report_html import render_html
 
         return render_html(self, standalone=False)
 
@@ -188,7 +190,7 @@ class CrosscheckReport:
     @property
     def explanation(self):
         """xshap's values as a ``shap.Explanation`` (shap's plots work on it unchanged)."""
-        from xshap.interop import to_explanation
+        from xshap.explain.interop import to_explanation
 
         return to_explanation(
             self.xshap_values, self.expected_value, self.data, feature_names=self.feature_names, outputs=self.outputs
@@ -196,7 +198,7 @@ class CrosscheckReport:
 
     def reference_explanation(self, prefix: str):
         """A reference's values as a ``shap.Explanation``, for side-by-side shap plots."""
-        from xshap.interop import to_explanation
+        from xshap.explain.interop import to_explanation
 
         ref = self.reference(prefix)
         if ref.values is None:

@@ -7,7 +7,7 @@ from html import escape
 
 import numpy as np
 
-from xshap.report import AGREE, DISAGREE, REFERENCE_ERROR, REFERENCE_INCOMPLETE, RULE_DIFFERENCE
+from xshap.check.verdicts import AGREE, DISAGREE, REFERENCE_ERROR, REFERENCE_INCOMPLETE, RULE_DIFFERENCE
 
 VERDICT_COLORS = {
     AGREE: ("#e6f4ea", "#137333"),
@@ -136,7 +136,7 @@ def _rules(report) -> str:
 
 def _plots(report) -> str:
     try:
-        from xshap.plots import figure_png
+        from xshap.check.plots import figure_png
     except ImportError:  # pragma: no cover - matplotlib missing
         return "<p>(plots need matplotlib)</p>"
     try:
