@@ -10,7 +10,7 @@ import torch
 
 import xshap
 from xshap.engine.rules.rescale import rescale
-from xshap.engine.rules.threshold import small_difference
+from xshap.engine.rules.threshold import unresolved
 
 
 def _net(seed=0):
@@ -59,11 +59,9 @@ def test_saturated_sigmoids_and_huge_logits():
 
 def test_threshold_scales_with_the_dtype():
     z, zr = 1.0, 1.0 + 1e-5
-    assert bool(small_difference(jnp.float32(zr - z), jnp.float32(z), jnp.float32(zr)))  # below sqrt(eps32) * 3
+    assert bool(unresolved(jnp.float32(zr - z), jnp.float32(z), jnp.float32(zr)))  # below sqrt(eps32) * 3
     with jax.enable_x64(True):
-        assert not bool(
-            small_difference(jnp.float64(zr - z), jnp.float64(z), jnp.float64(zr))
-        )  # far above sqrt(eps64) * 3
+        assert not bool(unresolved(jnp.float64(zr - z), jnp.float64(z), jnp.float64(zr)))  # far above sqrt(eps64) * 3
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

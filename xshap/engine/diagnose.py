@@ -46,7 +46,59 @@ def local_gaps(deeplift, params, x_rows: list, background: list, rtol: float = 1
     found = []
     for key in sorted(gaps, key=lambda k: deeplift.program.eqns.index(producer[k]) if k in producer else -1):
         gap, scale = float(np.max(gaps[key])), float(np.max(scales[key]))
-        if gap > rtol * max(1.0, scale) and key in producer:
+        if gap > rtol * scale and key in producer:  # relative: a floor of 1 hides culprits in small values
             eqn = producer[key]
             found.append(LocalGap(eqn.scope, eqn.name, gap, scale))
     return found
+
+
+@dataclass(frozen=True)
+class NonFiniteValue:
+    """The first equation whose output holds a NaN or an infinity."""
+
+    scope: str
+    primitive: str
+    what: str  # "value" (the function's own forward) or "multiplier" (a DeepLIFT tangent)
+
+
+def first_nonfinite_value(program, flat_inputs: list) -> NonFiniteValue | None:
+    """Evaluate ``program`` eagerly, equation by equation, on concrete inputs (weights first, then the rows, as
+    ``program.inputs`` lists them); the first equation that makes a non-finite float value, or None."""
+    from xshap.engine.program import Const
+    from xshap.engine.rules import bind
+
+    env = dict(program.consts)
+    env.update(zip(program.inputs, flat_inputs))
+    for eqn in program.eqns:
+        outs = bind(eqn, [a if isinstance(a, Const) else env[a] for a in eqn.inputs])
+        env.update(zip(eqn.outputs, outs))
+        if any(_nonfinite(o) for o in outs):
+            return NonFiniteValue(eqn.scope, eqn.name, "value")
+    return None
+
+
+def first_nonfinite_multiplier(deeplift, params, x_rows: list, background: list) -> NonFiniteValue | None:
+    """The first value whose tangent along Delta x = x - r (its DeepLIFT change, carried by the multipliers) is
+    NaN or infinite for some background row while the value itself is finite: the rule that overflowed."""
+
+    def one_pair(r_rows):
+        x = tuple(jnp.asarray(a) for a in x_rows)
+
+        def halves(rows):
+            record: dict = {}
+            deeplift.paired(params, list(rows), list(r_rows), record=record)
+            return {k: v.x for k, v in record.items() if jnp.issubdtype(jnp.asarray(v.x).dtype, jnp.inexact)}
+
+        values, tangents = jax.jvp(halves, (x,), (tuple(a - r for a, r in zip(x, r_rows)),))
+        return {k: jnp.all(jnp.isfinite(values[k])) & ~jnp.all(jnp.isfinite(tangents[k])) for k in values}
+
+    broken = jax.vmap(one_pair)(tuple(jnp.asarray(b) for b in background))
+    for eqn in deeplift.program.eqns:
+        if any(bool(np.any(broken[o])) for o in eqn.outputs if o in broken):
+            return NonFiniteValue(eqn.scope, eqn.name, "multiplier")
+    return None
+
+
+def _nonfinite(value) -> bool:
+    array = jnp.asarray(value)
+    return bool(jnp.issubdtype(array.dtype, jnp.inexact)) and not bool(jnp.all(jnp.isfinite(array)))

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 import jax
 import jax.numpy as jnp
 
-from xshap.engine.rules.threshold import difference, frozen, safe_divide, small_difference
+from xshap.engine.rules.threshold import difference, frozen, safe_divide, unresolved
 
 UnaryFn = Callable[..., Sequence[jax.Array]]  # f(z, *consts) -> tuple of arrays, elementwise in z
 
@@ -30,15 +30,17 @@ def rescale(f: UnaryFn, zx: jax.Array, zr: jax.Array, consts: Sequence = ()) -> 
         yx, yr = tuple(f(zx, *consts)), tuple(f(zr, *consts))
         delta = difference(zx, zr)
         stuck = frozen(zx, zr)
-        small = small_difference(delta, jnp.where(stuck, 0, zx), jnp.where(stuck, 0, zr))
-        midpoint = jnp.where(stuck, 0, jnp.where(small, (zx + zr) / 2, zx))
+        z_small = unresolved(delta, jnp.where(stuck, 0, zx), jnp.where(stuck, 0, zr))
+        midpoint = jnp.where(stuck, 0, zx / 2 + zr / 2)  # halves first: no overflow near the float maximum
         _, slopes = jax.jvp(lambda z: tuple(f(z, *consts)), (midpoint,), (jnp.ones_like(midpoint),))
-        multipliers = [
-            jnp.where(
-                stuck, 0, jnp.where(small, _finite_slope(s, a, b, delta), safe_divide(difference(a, b), delta, small))
-            )
-            for a, b, s in zip(yx, yr, slopes)
-        ]
+        multipliers = []
+        for a, b, slope in zip(yx, yr, slopes):
+            change = difference(a, b)
+            # the quotient needs both differences resolved: Delta f lost in the rounding of f (a sigmoid at
+            # 1e-6 from 0.5) makes it noise even where Delta z is clean; the midpoint derivative is then exact
+            small = z_small | unresolved(change, jnp.where(stuck, 0, a), jnp.where(stuck, 0, b))
+            quotient = safe_divide(change, delta, small)
+            multipliers.append(jnp.where(stuck, 0, jnp.where(small, _finite_slope(slope, a, b, delta), quotient)))
         return yx, tuple(m * dz for m in multipliers)
 
     return unit(zx, zr, tuple(consts))

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 
 from xshap.engine.program import Const, Eqn, Program
 from xshap.engine.rules import Paired, bind
-from xshap.engine.rules.threshold import difference, safe_divide, small_difference
+from xshap.engine.rules.threshold import difference, safe_divide, unresolved
 
 LINEAR_LAYERS = ("dot_general", "conv_general_dilated")
 
@@ -89,8 +89,8 @@ def reveal_cancel(run, source: LinearSource, a: Paired, weight, root: Paired, co
         dz_pos, dz_neg = split(delta_a, delta_a)
         yx, yr = tuple(run(zx, *consts)), tuple(run(zr, *consts))
         y_pos_only, y_neg_only = tuple(run(zr + dz_pos, *consts)), tuple(run(zr + dz_neg, *consts))
-        small_pos = small_difference(dz_pos, zx, zr)
-        small_neg = small_difference(dz_neg, zx, zr)
+        small_pos = unresolved(dz_pos, zx, zr)
+        small_neg = unresolved(dz_neg, zx, zr)
         _, slopes = jax.jvp(lambda z: tuple(run(z, *consts)), ((zx + zr) / 2,), (jnp.ones_like(zx),))
         t_pos, t_neg = split(da_tangent, delta_a)
         out_tangents = []

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from xshap.engine.rules import Paired, bind, bind_both, operand, rule, x_half
 from xshap.engine.rules.bilinear import bilinear
 from xshap.engine.rules.rescale import rescale
-from xshap.engine.rules.threshold import difference, safe_divide, small_difference
+from xshap.engine.rules.threshold import difference, safe_divide, unresolved
 
 
 def _broadcast(value, shape):
@@ -34,7 +34,7 @@ def _two_players(g, a: Paired, b: Paired) -> Paired:
         dax, _, dbx, _ = tangents
         g_xx, g_rr, g_xr, g_rx = g(ax, bx), g(ar, br), g(ax, br), g(ar, bx)
         delta_a, delta_b = difference(ax, ar), difference(bx, br)
-        small_a, small_b = small_difference(delta_a, ax, ar), small_difference(delta_b, bx, br)
+        small_a, small_b = unresolved(delta_a, ax, ar), unresolved(delta_b, bx, br)
         mid_a, mid_b = (ax + ar) / 2, (bx + br) / 2
         ones = jnp.ones_like(mid_a)
         slope_a = (
@@ -45,6 +45,9 @@ def _two_players(g, a: Paired, b: Paired) -> Paired:
         ) / 2
         share_a = ((g_xr - g_rr) + (g_xx - g_rx)) / 2
         share_b = ((g_rx - g_rr) + (g_xx - g_xr)) / 2
+        # a share lost in the rounding of g is noise as a quotient (see xshap.engine.rules.threshold)
+        small_a = small_a | unresolved(2 * share_a, g_xr, g_rr, g_xx, g_rx)
+        small_b = small_b | unresolved(2 * share_b, g_rx, g_rr, g_xx, g_xr)
         m_a = jnp.where(small_a, slope_a, safe_divide(share_a, delta_a, small_a))
         m_b = jnp.where(small_b, slope_b, safe_divide(share_b, delta_b, small_b))
         return g_xx, m_a * dax + m_b * dbx
