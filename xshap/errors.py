@@ -26,3 +26,16 @@ class InputError(XShapError, ValueError):
 
 class XShapIncompleteError(XShapError):
     """xshap's attributions do not sum to f(x) - E[f(background)]: a bug in xshap, never a finding."""
+
+
+class NonFiniteError(InputError):
+    """The model's forward (or a DeepLIFT multiplier) holds a NaN or an infinity: names the first op and row."""
+
+
+class PrecisionError(XShapError):
+    """Rows whose attributions cannot be verified: they miss float32's tolerance and the model cannot be
+    recomputed in float64 (its function fixes a lower precision somewhere)."""
+
+
+class ModelChangedError(InputError):
+    """The model was edited after the explainer converted it: its attributions would be those of the old model."""

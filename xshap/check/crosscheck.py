@@ -18,7 +18,7 @@ from xshap.check.report import (
     ReferenceComparison,
 )
 from xshap.engine.rulesets import SHAP
-from xshap.explain.data import as_input_list, check_inputs
+from xshap.explain.completeness import ROUNDING_FACTOR
 from xshap.explain.explainer import RANK_ORDERS, Attribution, DeepExplainer, rank_outputs
 from xshap.explain.model import is_exported_program
 
@@ -50,9 +50,8 @@ def crosscheck(
     """
     start = time.perf_counter()
     explainer = DeepExplainer(model, background, **explainer_options)
-    x_arrays, _ = as_input_list(X)
+    x_arrays = explainer.model_inputs(X)  # checked (and cast to the model's float type) before the conversion check
     bg_arrays = explainer._model_inputs_np
-    check_inputs(x_arrays, bg_arrays)  # before the conversion check, which runs X and the background together
     converted = explainer.model.converted
     validation = None
     if converted is not None:
@@ -69,7 +68,7 @@ def crosscheck(
         attribution = select_outputs(attribution, ranks)
     xshap_seconds = time.perf_counter() - start
 
-    notes = []
+    notes = [f"xshap: {note}" for note in attribution.notes]
     names = list(references) if references is not None else available_references()
     unknown = [name for name in names if name not in REFERENCES]
     if unknown:
@@ -193,6 +192,8 @@ def select_outputs(attribution: Attribution, ranks: np.ndarray) -> Attribution:
         expected_value=np.asarray(attribution.expected_value)[ranks],
         gaps=attribution.gaps[rows, ranks],
         tolerance=attribution.tolerance[rows, ranks],
+        recomputed=attribution.recomputed,
+        notes=list(attribution.notes),
     )
 
 
@@ -233,8 +234,7 @@ def compare(
     totals = sum(v.reshape(n, n_out, -1).sum(axis=2) for v in result.values)
     gaps = totals - (attribution.outputs - attribution.expected_value)
     diffs = _max_difference(attribution.values, result.values, n, n_out)
-    # Completeness tolerance as for xshap, but never below float32's: the references compute in float32.
-    tolerance = np.maximum(attribution.tolerance, 1e-4 * np.maximum(1.0, np.abs(attribution.outputs)))
+    tolerance = reference_tolerance(attribution, result.values)
     complete = np.abs(gaps) <= tolerance
     reproduced_diff = None
     if reproduced is not None:
@@ -261,6 +261,21 @@ def compare(
         reproduces=reproduced is not None and bool(np.all(explained)),
         values=result.values,
     )
+
+
+def reference_tolerance(attribution: Attribution, reference_values: list[np.ndarray]) -> np.ndarray:
+    """The allowed gap of a reference, and difference from xshap, per (sample, output): float32's standard at the
+    output's level, 1e-4 * max(|f(x)|, |E f|) + 16 eps32 * (sum |phi| of either), never below xshap's own. The
+    references take secants over |Delta z| down to 1e-6 (shap) or 1e-10 (Captum), whatever the model's precision.
+    No absolute term: at outputs of 1e-4 a floor of 1 called any attribution of that size AGREE."""
+    n, n_out = attribution.outputs.shape
+    masses = [
+        sum(np.abs(v).reshape(n, n_out, -1).sum(axis=2) for v in values)
+        for values in (attribution.values, reference_values)
+    ]
+    level = np.maximum(np.abs(attribution.outputs), np.abs(np.broadcast_to(attribution.expected_value, (n, n_out))))
+    eps32 = float(np.finfo(np.float32).eps)
+    return np.maximum(attribution.tolerance, 1e-4 * level + ROUNDING_FACTOR * eps32 * np.maximum(*masses))
 
 
 def _max_difference(mine: list[np.ndarray], theirs: list[np.ndarray], n: int, n_out: int) -> np.ndarray:

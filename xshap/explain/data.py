@@ -7,11 +7,36 @@ import numpy as np
 from xshap.errors import InputError
 
 
+def is_float(dtype) -> bool:
+    """A real or complex floating dtype, bfloat16 included (numpy files ml_dtypes' bfloat16 under kind 'V')."""
+    dtype = np.dtype(dtype)
+    return dtype.kind in "fc" or dtype.name in ("bfloat16", "float8_e4m3fn", "float8_e5m2")
+
+
 def to_numpy(value) -> np.ndarray:
-    """A numpy copy of a torch tensor, JAX array or array-like."""
+    """A numpy copy of a torch tensor, JAX array or array-like (a pandas DataFrame's values). bfloat16 tensors,
+    which numpy has no type for, become ``ml_dtypes.bfloat16`` arrays (JAX's own bfloat16) bit for bit."""
     if hasattr(value, "detach") and hasattr(value, "cpu"):  # torch.Tensor, without importing torch
-        return value.detach().cpu().numpy()
+        tensor = value.detach().cpu()
+        if str(tensor.dtype) == "torch.bfloat16":
+            import ml_dtypes
+            import torch
+
+            return tensor.contiguous().view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+        return tensor.numpy()
+    if hasattr(value, "to_numpy") and not isinstance(value, np.ndarray):  # pandas
+        return np.asarray(value.to_numpy())
     return np.asarray(value)
+
+
+def to_torch(array: np.ndarray):
+    """A torch tensor of a numpy array (``ml_dtypes.bfloat16`` arrays included, as torch.bfloat16)."""
+    import torch
+
+    array = np.ascontiguousarray(array)
+    if array.dtype.name == "bfloat16":
+        return torch.from_numpy(array.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(array)
 
 
 def as_input_list(data) -> tuple[list[np.ndarray], bool]:
@@ -35,11 +60,15 @@ def check_background(arrays: list[np.ndarray]) -> None:
 
 
 def check_inputs(arrays: list[np.ndarray], background: list[np.ndarray]) -> None:
-    """Explained rows must match the background: same number of inputs, row shapes and dtypes."""
+    """Explained rows must match the background: same number of inputs, row shapes and dtypes, at least one row."""
     if len(arrays) != len(background):
         raise InputError(f"model takes {len(background)} input(s) (as the background has), got {len(arrays)}")
     for i, (array, reference) in enumerate(zip(arrays, background)):
         name = f"input {i}" if len(arrays) > 1 else "X"
+        if array.ndim == 0:
+            raise InputError(f"{name} is a scalar; it needs a leading axis of rows")
+        if array.shape[0] == 0:
+            raise InputError(f"{name} has no rows (shape {array.shape}): there is nothing to explain")
         if array.ndim != reference.ndim or array.shape[1:] != reference.shape[1:]:
             raise InputError(
                 f"{name} has rows of shape {array.shape[1:]} (array {array.shape}) but the background has rows of "
@@ -56,7 +85,14 @@ def check_inputs(arrays: list[np.ndarray], background: list[np.ndarray]) -> None
         raise InputError(f"inputs have different numbers of rows: {[a.shape[0] for a in arrays]}")
 
 
+FINITE_CHECK_BLOCK = 1 << 20  # elements checked at a time: the check's temporary stays small whatever N
+
+
 def _check_finite(array: np.ndarray, name: str) -> None:
-    if array.dtype.kind in "fc" and not np.all(np.isfinite(array)):
-        bad = np.argwhere(~np.isfinite(array))
-        raise InputError(f"{name} holds {len(bad)} NaN/Inf value(s), first at index {tuple(int(i) for i in bad[0])}")
+    if not is_float(array.dtype) or array.size == 0:
+        return
+    rows_per_block = max(1, FINITE_CHECK_BLOCK // max(1, array[:1].size))
+    if all(np.isfinite(array[i : i + rows_per_block]).all() for i in range(0, array.shape[0], rows_per_block)):
+        return
+    bad = np.argwhere(~np.isfinite(array))
+    raise InputError(f"{name} holds {len(bad)} NaN/Inf value(s), first at index {tuple(int(i) for i in bad[0])}")

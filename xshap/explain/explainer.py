@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import jax
 import jax.numpy as jnp
@@ -14,30 +15,13 @@ import numpy as np
 
 from xshap.engine.rulesets import COMPLETE, REVEALCANCEL, module_scopes
 from xshap.engine.transform import DeepLift
-from xshap.errors import InputError, XShapIncompleteError
+from xshap.errors import InputError, NonFiniteError, PrecisionError, XShapIncompleteError
 from xshap.explain.compiling import jit
-from xshap.explain.data import as_input_list, check_background, check_inputs
+from xshap.explain.completeness import ROUNDING_FACTOR, completeness_tolerance, incomplete, tolerance_precision
+from xshap.explain.data import as_input_list, check_background, check_inputs, is_float
 from xshap.explain.devices import RowSharding, default_max_memory
 from xshap.explain.model import ExplainedModel, wrap_model
-
-ROUNDING_FACTOR = 16  # ulps of rounding allowed per unit of attribution mass (see completeness_tolerance)
-
-
-def completeness_tolerance(dtype, *scales, mass=0.0) -> np.ndarray:
-    """The allowed |sum(phi) - (f(x) - E f)|: 1e-4 (float32) or 1e-9 (float64) relative to
-    max(1, |f(x)|, |E f|), plus the rounding of the sum itself, 16 eps * sum(|phi|) (``mass``).
-
-    The second term is negligible when the attributions are of the size of the output. It matters only
-    where large attributions cancel (LayerNorm against an all-zero background, whose 1/std is
-    1/sqrt(eps)): no float32 computation of such terms can add up closer than their own rounding.
-    ``dtype``: the least precise float type the model computes in.
-    """
-    dtype = np.dtype(dtype)
-    rtol = 1e-9 if dtype == np.float64 else 1e-4
-    scale = np.ones(np.broadcast_shapes(*(np.shape(s) for s in scales)))
-    for s in scales:
-        scale = np.maximum(scale, np.abs(s))
-    return rtol * scale + ROUNDING_FACTOR * float(np.finfo(dtype).eps) * np.asarray(mass)
+from xshap.explain.precision import FLOAT64, cast_floats, model_float_dtype, needs_x64, precision
 
 
 @dataclass
@@ -56,6 +40,11 @@ class Attribution:
     tolerance: np.ndarray
     pair_totals: np.ndarray | None = None  # sum(phi) per (row, background row, output), when asked for
     background_outputs: np.ndarray | None = None  # f(r) per background row, (B, n_outputs), with pair_totals
+    # rows whose float32 (or lower) attributions missed the tolerance and were recomputed in float64: their
+    # values come from the float64 twin of the model, their gaps and tolerances are against its float64 forward
+    recomputed: np.ndarray | None = None  # (N,) bool
+    notes: list[str] = field(default_factory=list)
+    finite: np.ndarray | None = field(default=None, repr=False)  # (N,): every attribution of the row finite
 
     def shap_layout(self, several_inputs: bool):
         """shap 0.51's layout: (N, *row_shape, n_outputs) per input; a list for several inputs."""
@@ -63,18 +52,34 @@ class Attribution:
         return arrays if several_inputs else arrays[0]
 
 
+def _in_precision(method):
+    """Run a method inside the explainer's precision scope (x64 for a float64 model, nothing otherwise)."""
+
+    @functools.wraps(method)
+    def scoped(self, *args, **kwargs):
+        with precision(self._x64):
+            return method(self, *args, **kwargs)
+
+    return scoped
+
+
 class DeepExplainer:
     """DeepSHAP for a torch model (converted with torch.export) or a JAX callable, shap's API.
 
     ``model``: a ``torch.nn.Module`` or a JAX function of batched inputs (a Flax module included),
-    returning (batch,) or (batch, n_outputs). ``data``: the background, an array or tensor with rows on
-    the leading axis, or a list/tuple of them for several inputs.
+    returning (batch,) or (batch, n_outputs) — or a dict / ``ModelOutput`` / tuple of such, of which ``output``
+    (a key or position; default ``logits`` where there is one) is explained. ``data``: the background, an array or
+    tensor with rows on the leading axis, or a list/tuple of them for several inputs.
     ``batch_size``: explained rows per compiled chunk; by default chosen to keep intermediates under
     ``max_memory`` bytes per device (default: 1 GiB on a CPU, a quarter of an accelerator's memory).
     ``rules``: ``"complete"`` (default) or ``"shap"``, shap's rule choices where they differ from the
     complete rules (see ``xshap.engine.rulesets``). ``devices``: where the explained rows
     are spread (default: every device JAX sees; results are the same on one or many). ``progress``: a
     tqdm bar over chunks; ``None`` shows it only on an interactive terminal for work of several chunks.
+
+    Precision is the model's: a model with float64 weights (or a float64 background for a JAX function) is
+    explained in float64, with x64 enabled for xshap's own work only; float data for a float32 model is cast to
+    float32. Rows that miss float32's tolerance are recomputed in float64 (``Attribution.recomputed``).
     """
 
     def __init__(
@@ -87,11 +92,24 @@ class DeepExplainer:
         max_memory: int | None = None,
         devices=None,
         progress: bool | None = None,
+        output: str | int | None = None,
     ):
-        background, self.multi_input = as_input_list(data)
-        check_background(background)
-        self._model_inputs_np = background  # the model's own inputs: X is checked against them
-        self.model: ExplainedModel = wrap_model(model, background)
+        given, self.multi_input = as_input_list(data)
+        check_background(given)
+        self._given = [np.empty((0, *b.shape[1:]), dtype=b.dtype) for b in given]  # X is checked against these
+        self._model_dtype = model_float_dtype(model)
+        background = cast_floats(given, self._model_dtype)
+        self._x64 = needs_x64([self._model_dtype, *(b.dtype for b in background)])
+        self._model_inputs_np = background  # the model's own inputs (the references get these)
+        self.output = output
+        self.batch_size = batch_size
+        self.progress = progress
+        self._options = {"batch_size": batch_size, "max_memory": max_memory, "devices": devices, "output": output}
+        with precision(self._x64):
+            self._build(model, background, rules, max_memory, devices)
+
+    def _build(self, model, background: list[np.ndarray], rules: str, max_memory, devices) -> None:
+        self.model: ExplainedModel = wrap_model(model, background, self.output)
         # what is explained: the model's inputs, or for (model, layer) the layer's inputs
         background = self.model.to_interim(background)
         _refuse_non_float(background, interim=self.model.head is not None)
@@ -100,13 +118,18 @@ class DeepExplainer:
         self.sharding = RowSharding(devices)
         self.background = [self.sharding.put_replicated(jnp.asarray(b)) for b in background]
         self._params = self.sharding.put_replicated(self.model.params)
-        self.batch_size = batch_size
         self.max_memory = default_max_memory(self.sharding.devices) if max_memory is None else int(max_memory)
         self._vmap_outputs = self.sharding.devices[0].platform != "cpu"  # see _explain_chunk
-        self.progress = progress
         self._set_rules(rules)
         self._forward = jit(jax.vmap(self.model.fn, in_axes=(None,) + (0,) * len(background)))
         background_out = np.asarray(self._forward(self.model.params, *self.background))
+        if not np.all(np.isfinite(background_out)):
+            row = int(np.argwhere(~np.isfinite(background_out))[0][0])
+            raise NonFiniteError(
+                f"f(background row {row}) = {background_out[row].tolist()} is not finite: "
+                + self._locate_nonfinite_forward(self._model_inputs_np, row)
+                + "; an expected value over it would be meaningless"
+            )
         self.n_outputs = background_out.shape[1]
         self._background_outputs = background_out
         self.expected_value = background_out.mean(axis=0)
@@ -114,6 +137,7 @@ class DeepExplainer:
     def _set_rules(self, rules: str) -> None:
         scopes = module_scopes(rules, self.model.converted)
         self.rules = rules
+        self._twins: dict = {}  # the model in float64 (float32), built when a row needs it; its rules are these
         self._deeplift = DeepLift(
             self.model.fn,
             self.model.params,
@@ -139,6 +163,7 @@ class DeepExplainer:
         )
         return self.sharding.put_replicated(values)
 
+    @_in_precision
     def with_rules(self, rules: str) -> DeepExplainer:
         """The same model and background (converted once) explained with another rule set."""
         other = copy.copy(self)
@@ -205,23 +230,51 @@ class DeepExplainer:
         per_device = 1 << (per_device.bit_length() - 1)  # a power of two: the padded tail compiles no new shape
         return per_device * self.sharding.count  # the memory budget holds on each device
 
-    def explain(self, X, *, check_additivity: bool = True, pair_totals: bool = False) -> Attribution:
-        """DeepSHAP values of the rows of ``X`` with their outputs and completeness gaps; with ``pair_totals``,
-        also sum(phi) for every (row, background row) pair (``Attribution.pair_totals``)."""
+    def model_inputs(self, X) -> list[np.ndarray]:
+        """The rows of ``X`` checked against the background (inputs, row shapes, dtypes, finite values) and cast to
+        the model's float type, as the background was."""
         arrays, several = as_input_list(X)
         if several != self.multi_input:
             raise InputError(
                 f"the explainer was built with {'several inputs' if self.multi_input else 'one input'}; pass X the same way"
             )
-        check_inputs(arrays, self._model_inputs_np)
+        check_inputs(arrays, self._given)
+        return cast_floats(arrays, self._model_dtype)
+
+    @_in_precision
+    def explain(self, X, *, check_additivity: bool = True, pair_totals: bool = False) -> Attribution:
+        """DeepSHAP values of the rows of ``X`` with their outputs and completeness gaps; with ``pair_totals``,
+        also sum(phi) for every (row, background row) pair (``Attribution.pair_totals``).
+
+        Never returns what it cannot stand behind: a non-finite output or attribution raises ``NonFiniteError``
+        naming the op and row; rows that miss the tolerance in float32 (or lower) are recomputed in float64 and
+        marked in ``Attribution.recomputed``; with ``check_additivity`` rows that miss it in float64 raise
+        ``XShapIncompleteError`` (a bug in xshap)."""
+        arrays = self.model_inputs(X)
         self.model.check_unchanged()
-        arrays = self.model.to_interim(arrays)
+        attribution = self._explain_rows(arrays, pair_totals)
+        outputs_finite = np.all(np.isfinite(attribution.outputs), axis=1)
+        if not outputs_finite.all():
+            row = int(np.argwhere(~outputs_finite)[0][0])
+            raise NonFiniteError(
+                f"f(X row {row}) = {attribution.outputs[row].tolist()} is not finite: "
+                + self._locate_nonfinite_forward(arrays, row)
+            )
+        bad = _bad_rows(attribution)
+        if bad.any():
+            self._settle(attribution, arrays, bad, check_additivity, pair_totals)
+        return attribution
+
+    @_in_precision  # also when a twin's rows are computed from another explainer's call
+    def _explain_rows(self, arrays: list[np.ndarray], pair_totals: bool) -> Attribution:
+        """The compiled chunks over every row; results written into arrays allocated once, so that the memory
+        beyond the result itself is one chunk's, whatever N (nothing is kept per chunk)."""
         n = arrays[0].shape[0]
         size = self.chunk_rows()
-        pieces: list[list[np.ndarray]] = [[] for _ in arrays]
-        output_pieces: list[np.ndarray] = []
-        total_pieces: list[np.ndarray] = []
-        mass_pieces: list[np.ndarray] = []
+        results: list[np.ndarray] | None = None
+        tree = None
+        gaps, tolerance = np.empty((n, self.n_outputs)), np.empty((n, self.n_outputs))
+        finite = np.empty(n, dtype=bool)  # every attribution of the row finite
         for start in _progress(range(0, n, size), self.progress, desc="xshap"):
             chunk = [a[start : start + size] for a in arrays]
             rows = chunk[0].shape[0]
@@ -230,6 +283,7 @@ class DeepExplainer:
             padded = size if n > size else min(size, self.sharding.round_up(1 << (rows - 1).bit_length()))
             if padded > rows:
                 chunk = [np.concatenate([c, np.repeat(c[:1], padded - rows, axis=0)]) for c in chunk]
+            chunk = self.model.to_interim(chunk)
             result = self._chunk(
                 self._params,
                 self.sharding.put_rows(chunk),
@@ -237,32 +291,134 @@ class DeepExplainer:
                 self._references,
                 pair_totals=pair_totals,
             )
-            values, chunk_outputs, chunk_mass, *totals = _to_host(result, rows)
-            mass_pieces.append(chunk_mass)
-            total_pieces.extend(totals)
-            for piece, value in zip(pieces, values):
-                piece.append(value)
-            output_pieces.append(chunk_outputs)
-        values = [np.concatenate(p) for p in pieces]
-        outputs = np.concatenate(output_pieces)
-        total = sum(v.reshape(n, self.n_outputs, -1).sum(axis=2) for v in values)
-        gaps = total - (outputs - self.expected_value)
-        mass = np.concatenate(mass_pieces)
-        tolerance = completeness_tolerance(self._deeplift.compute_dtype, outputs, self.expected_value, mass=mass)
-        attribution = Attribution(values, outputs, self.expected_value, gaps, tolerance)
+            leaves, tree = jax.tree_util.tree_flatten(result)
+            for leaf in leaves:  # every copy started before the first wait (on an accelerator a wait costs most)
+                leaf.copy_to_host_async()
+            if results is None:
+                results = [np.empty((n, *leaf.shape[1:]), dtype=leaf.dtype) for leaf in leaves]
+            for whole, leaf in zip(results, leaves):
+                whole[start : start + rows] = np.asarray(leaf)[:rows]
+            # gaps, tolerances and the finite check per chunk: over all N at once their temporaries grow with N
+            part = slice(start, start + rows)
+            chunk_values = [v[part].reshape(rows, self.n_outputs, -1) for v in results[: len(chunk)]]
+            chunk_outputs, chunk_mass = results[len(chunk)][part], results[len(chunk) + 1][part]
+            total = sum(v.sum(axis=2, dtype=np.float64) for v in chunk_values)
+            gaps[part] = total - (chunk_outputs.astype(np.float64) - self.expected_value)
+            tolerance[part] = completeness_tolerance(
+                self._deeplift.compute_dtype, chunk_outputs, self.expected_value, mass=chunk_mass
+            )
+            finite[part] = np.logical_and.reduce([np.isfinite(v).all(axis=(1, 2)) for v in chunk_values])
+            del result, leaves, chunk_values
         if pair_totals:
-            attribution.pair_totals = np.concatenate(total_pieces)
+            values, outputs, mass, totals = jax.tree_util.tree_unflatten(tree, results)
+        else:
+            (values, outputs, mass), totals = jax.tree_util.tree_unflatten(tree, results), None
+        del mass  # in the tolerance
+        attribution = Attribution(list(values), outputs, self.expected_value, gaps, tolerance, finite=finite)
+        attribution.recomputed = np.zeros(n, dtype=bool)
+        if pair_totals:
+            attribution.pair_totals = totals
             attribution.background_outputs = self._background_outputs
-        if check_additivity:
-            _raise_if_incomplete(attribution, lambda row: self._locate(arrays, row))
         return attribution
+
+    # -- rows that cannot be trusted as computed ----------------------------------------------------------
+    def _settle(self, attribution: Attribution, arrays, bad, check_additivity: bool, pair_totals: bool) -> None:
+        """Rows that miss the tolerance or whose attributions are not finite.
+
+        Computed in float32 (or lower), they are recomputed by the float64 twin of the model, and their values,
+        gaps and tolerances replaced. In float64, a row that still misses float64's tolerance is told apart from a
+        bug by how its gap scales with the precision: rounding is first order in eps, so an ill-conditioned row's
+        gap shrinks from float32 to float64 by eps64 / eps32 (~1e-9); a wrong rule's does not shrink at all. Its
+        tolerance is widened to 16 * eps64 / eps32 * |float32 gap|, and what misses even that raises."""
+        rows = np.flatnonzero(bad)
+        if tolerance_precision(self._deeplift.compute_dtype) != FLOAT64:
+            low_gaps = attribution.gaps[rows]
+            owner = self._twin(FLOAT64)
+            owner_arrays = [_cast(a[rows], FLOAT64) for a in arrays]
+            high = owner._explain_rows(owner_arrays, pair_totals)
+        else:
+            owner, owner_arrays = self, [a[rows] for a in arrays]
+            high = _subset(attribution, rows)
+            low_gaps = self._float32_gaps(owner_arrays)
+        scaled = ROUNDING_FACTOR * _EPS_RATIO * np.abs(low_gaps)
+        ill = incomplete(high.gaps, high.tolerance) & np.isfinite(scaled) & ~incomplete(high.gaps, scaled)
+        if ill.any():
+            high.tolerance = np.where(ill, np.maximum(high.tolerance, scaled), high.tolerance)
+            attribution.notes.append(
+                f"{int(ill.any(axis=1).sum())} row(s) are ill-conditioned: their float64 gap (max "
+                f"{float(np.max(np.abs(high.gaps[ill]))):.2e}) exceeds float64's rounding at the output's level but "
+                f"shrinks with the precision (float32 gap {float(np.max(np.abs(low_gaps[ill]))):.2e}), as rounding "
+                "does and a wrong rule does not"
+            )
+        owner._raise_for_rows(high, owner_arrays, check_additivity, row_ids=rows)
+        if owner is self:
+            attribution.tolerance[rows] = high.tolerance
+            return
+        for mine, theirs in zip(attribution.values, high.values):
+            mine[rows] = theirs.astype(mine.dtype)
+        attribution.gaps[rows] = high.gaps
+        attribution.tolerance[rows] = high.tolerance
+        attribution.finite[rows] = _finite_rows(high)
+        if pair_totals:
+            attribution.pair_totals[rows] = high.pair_totals
+        attribution.recomputed[rows] = True
+        attribution.notes.append(
+            f"{len(rows)} row(s) ({_row_list(rows)}) missed float32's completeness tolerance in "
+            f"{np.dtype(self._deeplift.compute_dtype).name} (ill-conditioned: large cancellations, values near a "
+            "division by 0 or far above their changes) and were recomputed in float64; their gaps are against the "
+            "float64 forward"
+        )
+
+    def _twin(self, dtype) -> DeepExplainer:
+        """The same model and background in ``dtype`` (float64 or float32), built once per explainer and rule set."""
+        dtype = np.dtype(dtype)
+        if dtype not in self._twins:
+            background = [_cast(b, dtype) for b in self._model_inputs_np]
+            options = {**self._options, "progress": False}
+            data = background if self.multi_input else background[0]
+            twin = DeepExplainer(self.model.twin(dtype), data, rules=self.rules, **options)
+            if dtype == FLOAT64 and tolerance_precision(twin._deeplift.compute_dtype) != FLOAT64:
+                raise PrecisionError(
+                    "some rows miss float32's completeness tolerance and cannot be recomputed in float64: in float64 "
+                    f"the model still computes in {np.dtype(twin._deeplift.compute_dtype).name} somewhere (an "
+                    "explicit cast or a float32 constant in its function); those rows' attributions cannot be verified"
+                )
+            self._twins[dtype] = twin
+        return self._twins[dtype]
+
+    def _float32_gaps(self, arrays: list[np.ndarray]) -> np.ndarray:
+        """The completeness gaps of the float32 twin on these rows (NaN where it cannot be built or run): how a
+        float64 model's gaps scale with the precision."""
+        try:
+            twin = self._twin(np.float32)
+            return twin._explain_rows([_cast(a, np.float32) for a in arrays], False).gaps
+        except Exception:  # noqa: BLE001 - without a float32 twin no gap is excused as rounding
+            return np.full((arrays[0].shape[0], self.n_outputs), np.nan)
+
+    @_in_precision
+    def _raise_for_rows(
+        self, attribution: Attribution, arrays, check_additivity: bool, row_ids: np.ndarray | None = None
+    ) -> None:
+        """Non-finite attributions always raise; incomplete rows raise with ``check_additivity``. ``row_ids``: the
+        rows' numbers in X when ``attribution`` holds a subset of them."""
+        ids = np.arange(attribution.outputs.shape[0]) if row_ids is None else np.asarray(row_ids)
+        finite = _finite_rows(attribution)
+        if not finite.all():
+            row = int(np.flatnonzero(~finite)[0])
+            raise NonFiniteError(
+                f"the attributions of X row {ids[row]} are not finite although f(x) and E f are: "
+                + self._locate_nonfinite_multiplier(arrays, row)
+            )
+        if check_additivity:
+            _raise_if_incomplete(attribution, lambda row: self._locate(arrays, row), row_ids=ids)
 
     def _locate(self, arrays: list[np.ndarray], row: int) -> str:
         """Name the op whose rule broke completeness for one row (see xshap.engine.diagnose)."""
         from xshap.engine.diagnose import local_gaps
 
         try:
-            gaps = local_gaps(self._deeplift, self.model.params, [a[row] for a in arrays], self._background_np)
+            x_rows = self.model.to_interim([a[row : row + 1] for a in arrays])
+            gaps = local_gaps(self._deeplift, self.model.params, [x[0] for x in x_rows], self._background_np)
         except Exception as error:  # the diagnosis must never hide the original error
             return f"(the culprit could not be located: {type(error).__name__}: {error})"
         if not gaps:
@@ -277,6 +433,44 @@ class DeepExplainer:
             f"first locally incomplete op: {first.primitive} in {where} (|tangent - Delta| {first.gap:.3e} "
             f"on values of size {first.scale:.3e}); {len(gaps)} value(s) affected downstream"
         )
+
+    def _locate_nonfinite_forward(self, model_rows: list[np.ndarray], row: int) -> str:
+        """The first op of the model whose value is not finite for one row of the model's inputs."""
+        try:
+            converted = self.model.converted
+            rows = [jnp.asarray(a[row : row + 1]) for a in model_rows]
+            if converted is not None:
+                record: dict = {}
+                converted.graph(self.model.params, *rows, record=record)
+                for step in converted.graph.steps:
+                    value = record.get(step.name)
+                    if _nonfinite(value):
+                        return f"the first non-finite value is {step.provenance.op} in {step.provenance.describe()}"
+                return "no op of the converted graph makes it (an input is not finite?)"
+            from xshap.engine.diagnose import first_nonfinite_value
+
+            interim = self.model.to_interim([np.asarray(r) for r in rows])
+            flat = [*jax.tree_util.tree_leaves(self.model.params), *(jnp.asarray(x[0]) for x in interim)]
+            found = first_nonfinite_value(self._deeplift.program, flat)
+            if found is None:
+                return "no op of the function makes it"
+            return f"the first non-finite value is {found.primitive} in {self._describe_scope(found.scope)}"
+        except Exception as error:  # the diagnosis must never hide the original error
+            return f"(the op could not be located: {type(error).__name__}: {error})"
+
+    def _locate_nonfinite_multiplier(self, arrays: list[np.ndarray], row: int) -> str:
+        from xshap.engine.diagnose import first_nonfinite_multiplier
+
+        try:
+            x_rows = self.model.to_interim([a[row : row + 1] for a in arrays])
+            found = first_nonfinite_multiplier(
+                self._deeplift, self.model.params, [x[0] for x in x_rows], self._background_np
+            )
+        except Exception as error:  # the diagnosis must never hide the original error
+            return f"(the op could not be located: {type(error).__name__}: {error})"
+        if found is None:
+            return "no single rule's multiplier is non-finite: the sum over the background overflows"
+        return f"the DeepLIFT multiplier first overflows at {found.primitive} in {self._describe_scope(found.scope)}"
 
     def _describe_scope(self, scope: str) -> str:
         converted = self.model.converted
@@ -316,6 +510,7 @@ class DeepExplainer:
             indexes = torch.from_numpy(ranks.astype(np.int64 if self.n_outputs > 1 else np.int32))
         return (chosen if self._several else chosen[0]), indexes
 
+    @_in_precision
     def summary(self):
         """The layer-by-layer view (torch models): module calls, their ops and the rules they get."""
         if self.model.converted is None:
@@ -325,13 +520,13 @@ class DeepExplainer:
         name = self.model.converted.capture.root_type.rsplit(".", 1)[-1]
         return summarize(self.model.converted, self._deeplift, self.rules, name)
 
+    @_in_precision
     def explanation(self, X, *, feature_names=None, output_names=None, check_additivity: bool = True):
         """The DeepSHAP values of ``X`` as a ``shap.Explanation`` with base values and data (shap's plots take it)."""
         from xshap.explain.interop import to_explanation
 
-        arrays, _ = as_input_list(X)
         attribution = self.explain(X, check_additivity=check_additivity)
-        arrays = self.model.to_interim(arrays)
+        arrays = self.model.to_interim(self.model_inputs(X))
         return to_explanation(
             attribution.values,
             attribution.expected_value,
@@ -345,10 +540,55 @@ class DeepExplainer:
         return self.explanation(X)
 
 
+_EPS_RATIO = float(np.finfo(np.float64).eps / np.finfo(np.float32).eps)  # how much less float64 rounds
+
+
+def _cast(array: np.ndarray, dtype) -> np.ndarray:
+    return array.astype(dtype) if is_float(array.dtype) and array.dtype != dtype else array
+
+
+def _subset(attribution: Attribution, rows: np.ndarray) -> Attribution:
+    """The rows ``rows`` of an attribution (copies: what is widened there is written back by the caller)."""
+    return Attribution(
+        [v[rows] for v in attribution.values],
+        attribution.outputs[rows],
+        attribution.expected_value,
+        attribution.gaps[rows],
+        attribution.tolerance[rows].copy(),
+        finite=None if attribution.finite is None else attribution.finite[rows],
+    )
+
+
+def _bad_rows(attribution: Attribution) -> np.ndarray:
+    """Rows with an output that misses the tolerance or an attribution that is not finite."""
+    return incomplete(attribution.gaps, attribution.tolerance).any(axis=1) | ~_finite_rows(attribution)
+
+
+def _finite_rows(attribution: Attribution) -> np.ndarray:
+    if attribution.finite is not None:
+        return attribution.finite
+    n = attribution.outputs.shape[0]
+    finite = np.ones(n, dtype=bool)
+    for v in attribution.values:
+        finite &= np.isfinite(v.reshape(n, -1)).all(axis=1)
+    return finite
+
+
+def _nonfinite(value) -> bool:
+    if not hasattr(value, "dtype") or not jnp.issubdtype(value.dtype, jnp.inexact):
+        return False
+    return not bool(jnp.all(jnp.isfinite(value)))
+
+
+def _row_list(rows: np.ndarray, limit: int = 8) -> str:
+    shown = ", ".join(str(int(r)) for r in rows[:limit])
+    return shown + (f", ... {len(rows) - limit} more" if len(rows) > limit else "")
+
+
 def _refuse_non_float(arrays: list[np.ndarray], interim: bool) -> None:
     """DeepLIFT attributes real-valued changes: integer or boolean inputs (token ids, masks) have none."""
     for i, array in enumerate(arrays):
-        if array.dtype.kind not in "fc":
+        if not is_float(array.dtype):
             what = f"the layer's input {i}" if interim else (f"input {i}" if len(arrays) > 1 else "the input")
             raise InputError(
                 f"{what} has dtype {array.dtype}: DeepSHAP attributes changes of real values, and integer or boolean "
@@ -381,15 +621,6 @@ def _mass(means: tuple) -> jax.Array:
     return sum(jnp.abs(m).reshape(m.shape[:2] + (-1,)).sum(axis=2) for m in means)
 
 
-def _to_host(result, rows: int) -> list:
-    """A chunk's results as numpy arrays, without the padding rows. Every array's copy to the host is started
-    before the first is waited for: one wait for all of them (on an accelerator, a wait costs more than a copy)."""
-    leaves, tree = jax.tree_util.tree_flatten(result)
-    for leaf in leaves:
-        leaf.copy_to_host_async()
-    return jax.tree_util.tree_unflatten(tree, [np.asarray(leaf)[:rows] for leaf in leaves])
-
-
 def _progress(chunks: range, progress: bool | None, desc: str):
     """``chunks`` wrapped in a tqdm bar when asked, or (``None``) on a terminal for two chunks or more."""
     show = progress if progress is not None else (len(chunks) > 1 and sys.stderr.isatty())
@@ -400,13 +631,16 @@ def _progress(chunks: range, progress: bool | None, desc: str):
     return tqdm(chunks, desc=desc, unit="chunk")
 
 
-def _raise_if_incomplete(attribution: Attribution, locate: Callable[[int], str] | None = None) -> None:
-    bad = np.abs(attribution.gaps) > attribution.tolerance
+def _raise_if_incomplete(
+    attribution: Attribution, locate: Callable[[int], str] | None = None, row_ids: np.ndarray | None = None
+) -> None:
+    bad = incomplete(attribution.gaps, attribution.tolerance)
     if bad.any():
         row, output = (int(i) for i in np.argwhere(bad)[0])
         culprit = f" {locate(row)}." if locate is not None else ""
+        shown = int(row_ids[row]) if row_ids is not None else row
         raise XShapIncompleteError(
-            f"xshap's attributions do not add up for {int(bad.sum())} (row, output) pair(s); first: row {row}, "
+            f"xshap's attributions do not add up for {int(bad.sum())} (row, output) pair(s); first: row {shown}, "
             f"output {output}: gap {attribution.gaps[row, output]:.3e} > {attribution.tolerance[row, output]:.1e}."
             f"{culprit} This is a bug in xshap, not a property of the model: please report it with the model."
         )

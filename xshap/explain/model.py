@@ -1,63 +1,118 @@
 """The explained model as a JAX function of (params, *rows) -> output row (n_outputs,).
 
 A torch.nn.Module is converted with ``converters.from_torch``; a JAX callable (a Flax module included)
-is used as it is. Either way the function sees one row at a time, without the batch axis.
+is used as it is. Either way the function sees one row at a time, without the batch axis. A model that returns
+a dict, a Hugging Face ``ModelOutput`` or a tuple is explained at one of its outputs (``output=``; by default
+``logits`` where there is one).
+
+The model explained is the model as it is now: a content fingerprint (``xshap.explain.fingerprint``) taken at
+conversion is compared before every explanation, and an edit made since is refused with what changed.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import jax.numpy as jnp
 import numpy as np
 
-from xshap.errors import InputError
+from xshap.errors import InputError, ModelChangedError
+from xshap.explain import fingerprint as fingerprints
+from xshap.explain.data import is_float, to_numpy, to_torch
 
 
-@dataclass
+@dataclass(eq=False)
 class ExplainedModel:
     fn: Callable  # fn(params, *rows) -> (n_outputs,)
     params: object
     converted: object | None = None  # converters.Converted for torch models
     torch_model: object | None = None
-    _state: tuple = field(default=(), repr=False)
+    source: object = None  # the model as the user gave it (for its float64 twin)
+    output: str | int | None = None  # the output explained, for a model that returns several
+    _fingerprint: Callable[[], dict] | None = field(default=None, repr=False)
+    _state: dict = field(default_factory=dict, repr=False)
     # for (model, layer): the layer's input rows from the model's input rows; fn then maps those to the output
     head: Callable | None = None
     layer: str | None = None
+    _compiled_heads: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self):
+        if self._fingerprint is not None:
+            self._state = self._take_fingerprint()
+
+    def _take_fingerprint(self) -> dict:
+        """The fingerprint, taken while no torch.export runs in another thread (its tracing state is global)."""
+        if self.torch_model is None:
+            return self._fingerprint()
+        from converters.export import CAPTURE_LOCK
+
+        with CAPTURE_LOCK:
+            return self._fingerprint()
 
     def to_interim(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         """The explained values for model inputs: the inputs themselves, or the layer's inputs (interim)."""
         if self.head is None:
             return arrays
-        import jax
-
-        from xshap.explain.compiling import jit
-
-        rows = jit(jax.vmap(self.head, in_axes=(None,) + (0,) * len(arrays)))(
-            self.params, *(jnp.asarray(a) for a in arrays)
-        )
+        rows = self._head_rows(len(arrays))(self.params, *(jnp.asarray(a) for a in arrays))
         return [np.asarray(r) for r in rows]
 
+    def _head_rows(self, n_inputs: int) -> Callable:
+        """The head vmapped over rows and compiled, once per model (kept on the instance, not in a global cache)."""
+        if n_inputs not in self._compiled_heads:
+            import jax
+
+            from xshap.explain.compiling import jit
+
+            self._compiled_heads[n_inputs] = jit(jax.vmap(self.head, in_axes=(None,) + (0,) * n_inputs))
+        return self._compiled_heads[n_inputs]
+
     def check_unchanged(self) -> None:
-        """Refuse to explain a torch model whose weights changed since it was converted."""
-        if self.torch_model is None:
+        """Refuse to explain a model that was edited after it was converted (weights, submodules, attributes)."""
+        if self._fingerprint is None:
             return
-        if _torch_state(self.torch_model) != self._state:
-            raise InputError(
-                "the torch model's parameters or buffers changed after xshap converted it (training step or "
-                "in-place edit); build a new explainer so the attributions are not computed on stale weights"
+        changed = fingerprints.changes(self._state, self._take_fingerprint())
+        if changed:
+            raise ModelChangedError(
+                "the model changed after xshap converted it: " + "; ".join(changed) + ". Its attributions would "
+                "be those of the model as it was; build a new explainer for the model as it is now"
             )
 
+    def twin(self, dtype):
+        """The same model computing in ``dtype`` (float64 or float32), in the form ``DeepExplainer`` takes: a deep
+        copy of a torch module cast to it (with the layer's path for an interim explanation), a saved program
+        re-exported in it, or the JAX callable itself (it computes in the precision of its inputs)."""
+        source = self.source
+        if isinstance(source, tuple):
+            model, _ = source
+            if _is_torch_module(model):
+                return (_cast_module(model, dtype), self.layer)
+            return source
+        if _is_torch_module(source):
+            return _cast_module(source, dtype)
+        if is_exported_program(source):
+            return _cast_program(source, self.converted, dtype)
+        return source
 
-def _torch_state(model) -> tuple:
-    """Identity and version counter of every parameter and buffer: changes on any in-place update."""
-    if is_exported_program(model):
-        tensors = sorted({**model.state_dict, **model.constants}.items(), key=lambda item: item[0])
-        tensors = [(name, t) for name, t in tensors if hasattr(t, "data_ptr")]
-    else:
-        tensors = list(model.named_parameters()) + list(model.named_buffers())
-    return tuple((name, t.data_ptr(), t._version) for name, t in tensors)
+
+def _cast_module(model, dtype):
+    import torch
+
+    return copy.deepcopy(model).to(torch.float64 if np.dtype(dtype) == np.float64 else torch.float32)
+
+
+def _cast_program(program, converted, dtype):
+    """A saved program in another float type: its graph as a module, cast and exported again for one row."""
+    import torch
+
+    float_type = torch.float64 if np.dtype(dtype) == np.float64 else torch.float32
+    module = copy.deepcopy(program.module()).to(float_type)
+    examples = tuple(
+        torch.zeros((1, *shape), dtype=float_type if is_float(kind) else getattr(torch, np.dtype(kind).name))
+        for shape, kind in zip(converted.input_shapes, converted.input_dtypes)
+    )
+    return torch.export.export(module, examples, strict=False)
 
 
 def is_exported_program(model) -> bool:
@@ -77,45 +132,136 @@ def _is_torch_module(model) -> bool:
     return isinstance(model, torch.nn.Module)
 
 
-def wrap_model(model, background: list[np.ndarray]) -> ExplainedModel:
+def _examples(background: list[np.ndarray]) -> tuple:
+    return tuple(to_torch(b[:4]) for b in background)
+
+
+def wrap_model(model, background: list[np.ndarray], output: str | int | None = None) -> ExplainedModel:
     """An ExplainedModel for a torch module or a JAX callable of batched inputs, or for a pair: shap's
     ``(torch_model, layer)`` (the input of ``layer`` explained) or ``(first, rest)`` JAX callables (the input
-    of ``rest`` explained, the model being ``rest(first(x))``)."""
+    of ``rest`` explained, the model being ``rest(first(x))``). ``output``: the output to explain when the model
+    returns a dict / ``ModelOutput`` / tuple."""
     if isinstance(model, tuple):
-        return _wrap_interim(model, background)
+        return _wrap_interim(model, background, output)
     if _is_torch_module(model):
-        import torch
-
         import converters
 
         _check_arity(model, len(background))
-        converted = converters.from_torch(model, tuple(torch.as_tensor(b[:4]) for b in background))
-
-        def torch_fn(params, *rows):
-            return _flat_row(converted.graph(params, *(r[None] for r in rows))[0])
-
-        return ExplainedModel(torch_fn, converted.params, converted, model, _torch_state(model))
+        converted = converters.from_torch(model, _examples(background), output=output)
+        return ExplainedModel(
+            _row_function(converted),
+            converted.params,
+            converted,
+            model,
+            source=model,
+            output=output,
+            _fingerprint=lambda: fingerprints.torch_fingerprint(model),
+        )
     if is_exported_program(model):
-        import torch
-
         import converters
 
-        converted = converters.from_exported(model, tuple(torch.as_tensor(b[:4]) for b in background))
-
-        def program_fn(params, *rows):
-            return _flat_row(converted.graph(params, *(r[None] for r in rows))[0])
-
-        return ExplainedModel(program_fn, converted.params, converted, model, _torch_state(model))
+        converted = converters.from_exported(model, _examples(background), output=output)
+        return ExplainedModel(
+            _row_function(converted),
+            converted.params,
+            converted,
+            model,
+            source=model,
+            output=output,
+            _fingerprint=lambda: fingerprints.program_fingerprint(model),
+        )
     if callable(model):
-
-        def jax_fn(_params, *rows):
-            out = model(*(r[None] for r in rows))
-            if not hasattr(out, "shape") or out.ndim == 0:
-                raise InputError("the model must return an array with a leading batch axis")
-            return _flat_row(out[0])
-
-        return ExplainedModel(jax_fn, ())
+        check_jax_rows_independent(model, background, output)
+        return ExplainedModel(
+            _jax_row_function(model, output),
+            (),
+            source=model,
+            output=output,
+            _fingerprint=lambda: fingerprints.callable_fingerprint(model),
+        )
     raise InputError(f"cannot explain a {type(model).__name__}: pass a torch.nn.Module or a JAX callable")
+
+
+def _row_function(converted) -> Callable:
+    def torch_fn(params, *rows):
+        return _flat_row(converted.graph(params, *(r[None] for r in rows))[0])
+
+    return torch_fn
+
+
+def select_output(out, output: str | int | None):
+    """One array of what a JAX callable returned: the array itself, or the entry ``output`` of a dict / tuple /
+    dataclass-like result (by default ``logits`` where there is one)."""
+    if hasattr(out, "shape"):
+        if output not in (None, 0, "0"):
+            raise InputError(f"the model returns one array; output={output!r} selects nothing in it")
+        return out
+    if isinstance(out, dict) or hasattr(out, "keys"):
+        keys = list(out.keys())
+        key = output if output is not None else ("logits" if "logits" in keys else None)
+        if key is None or key not in keys:
+            raise InputError(
+                f"the model returns a {type(out).__name__} with keys {keys}; choose the output to explain with "
+                f"output=<key>" + (f" (there is no {output!r})" if output is not None else "")
+            )
+        return out[key]
+    if isinstance(out, (tuple, list)):
+        if output is None or not str(output).isdigit() or int(output) >= len(out):
+            raise InputError(
+                f"the model returns a {type(out).__name__} of {len(out)} values; choose the output to explain with "
+                "output=<position>"
+            )
+        return out[int(output)]
+    raise InputError(f"the model returns a {type(out).__name__}; xshap explains an array with a leading batch axis")
+
+
+def _jax_row_function(model: Callable, output) -> Callable:
+    def jax_fn(_params, *rows):
+        out = select_output(model(*(r[None] for r in rows)), output)
+        if not hasattr(out, "shape") or out.ndim == 0:
+            raise InputError("the model must return an array with a leading batch axis")
+        return _flat_row(out[0])
+
+    return jax_fn
+
+
+def check_jax_rows_independent(model: Callable, background: list[np.ndarray], output) -> None:
+    """A JAX callable must compute each row alone, as the one-row function xshap explains: run it on a batch of
+    probe rows and on each row alone (``converters.independence.probe_rows`` makes three rows at least)."""
+    from converters.independence import probe_rows
+
+    rows = [to_numpy(t) for t in probe_rows(list(_examples(background)))]
+    n = len(rows[0])
+    try:
+        together = np.asarray(select_output(model(*(jnp.asarray(r) for r in rows)), output))
+        alone = [np.asarray(select_output(model(*(jnp.asarray(r[i : i + 1]) for r in rows)), output)) for i in range(n)]
+    except InputError:
+        raise
+    except Exception:  # noqa: BLE001 - it cannot run on a batch of probe rows: the explanation will say why
+        return
+    alone = np.concatenate(alone)
+    if together.shape != alone.shape:
+        raise InputError(
+            f"the JAX model returns shape {together.shape} for {n} rows but {alone.shape} for the rows one by one: "
+            "it must map a batch of rows to a batch of outputs"
+        )
+    if not rows_match(together, alone):
+        raise InputError(
+            "the JAX model's output for a row depends on the other rows of the batch (a softmax, mean or norm over "
+            "axis 0?): DeepSHAP explains each row on its own, so its attributions would silently differ from the "
+            "model's batched output. Compute over the feature axes instead."
+        )
+
+
+def rows_match(together: np.ndarray, alone: np.ndarray, rtol: float = 1e-4) -> bool:
+    """Equal within ``rtol`` of the largest finite magnitude; NaN matches NaN and an infinity itself."""
+    a, b = together.astype(np.float64), alone.astype(np.float64)
+    same = (a == b) | (np.isnan(a) & np.isnan(b))
+    finite = np.isfinite(a) & np.isfinite(b)
+    if np.any(~same & ~finite):
+        return False
+    scale = max(float(np.max(np.abs(b[finite]), initial=0.0)), float(np.max(np.abs(a[finite]), initial=0.0)))
+    return float(np.max(np.abs(a - b)[finite], initial=0.0)) <= rtol * scale
 
 
 def _check_arity(model, n_inputs: int) -> None:
@@ -135,18 +281,16 @@ def _check_arity(model, n_inputs: int) -> None:
         ) from None
 
 
-def _wrap_interim(pair: tuple, background: list[np.ndarray]) -> ExplainedModel:
+def _wrap_interim(pair: tuple, background: list[np.ndarray], output) -> ExplainedModel:
     if len(pair) != 2:
         raise InputError(f"an interim explanation takes (model, layer); got a tuple of {len(pair)}")
     model, layer = pair
     if _is_torch_module(model):
-        import torch
-
         import converters
         from converters.interim import cut_at_layer, resolve_layer
 
         path = resolve_layer(model, layer)
-        converted = converters.from_torch(model, tuple(torch.as_tensor(b[:4]) for b in background))
+        converted = converters.from_torch(model, _examples(background), output=output)
         cut = cut_at_layer(converted.graph, converted.provenance, path)
 
         def head(params, *rows):
@@ -155,7 +299,17 @@ def _wrap_interim(pair: tuple, background: list[np.ndarray]) -> ExplainedModel:
         def tail(params, *layer_rows):
             return _flat_row(cut.tail(params, *(z[None] for z in layer_rows))[0])
 
-        return ExplainedModel(tail, converted.params, converted, model, _torch_state(model), head=head, layer=path)
+        return ExplainedModel(
+            tail,
+            converted.params,
+            converted,
+            model,
+            source=pair,
+            output=output,
+            _fingerprint=lambda: fingerprints.torch_fingerprint(model),
+            head=head,
+            layer=path,
+        )
     if callable(model) and callable(layer):
         first, rest = model, layer
 
@@ -165,12 +319,23 @@ def _wrap_interim(pair: tuple, background: list[np.ndarray]) -> ExplainedModel:
             return tuple(o[0] for o in outs)
 
         def jax_tail(_params, *layer_rows):
-            out = rest(*(z[None] for z in layer_rows))
+            out = select_output(rest(*(z[None] for z in layer_rows)), output)
             if not hasattr(out, "shape") or out.ndim == 0:
                 raise InputError("the model must return an array with a leading batch axis")
             return _flat_row(out[0])
 
-        return ExplainedModel(jax_tail, (), head=jax_head, layer=getattr(rest, "__name__", "rest"))
+        return ExplainedModel(
+            jax_tail,
+            (),
+            source=pair,
+            output=output,
+            _fingerprint=lambda: {
+                **fingerprints.callable_fingerprint(first),
+                **{f"rest {k}": v for k, v in fingerprints.callable_fingerprint(rest).items()},
+            },
+            head=jax_head,
+            layer=getattr(rest, "__name__", "rest"),
+        )
     raise InputError(
         "an interim explanation takes (torch_model, layer) with layer a submodule or its path, or (first, rest): "
         f"two JAX callables; got ({type(model).__name__}, {type(layer).__name__})"
