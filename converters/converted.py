@@ -11,9 +11,11 @@ import torch
 from torch.export import ExportedProgram
 
 from converters.errors import ConversionError
-from converters.export import Capture, capture, capture_saved, weights_of
+from converters.export import CAPTURE_LOCK, Capture, capture, capture_saved, eval_mode, weights_of
 from converters.graph import GraphFunction
-from converters.independence import check_batch_statistics_modules, check_rows_independent
+from converters.independence import check_batch_statistics_modules, check_rows_independent, probe_rows
+from converters.outputs import choose_output, output_leaves
+from converters.preflight import check_not_quantised, check_runs, check_tensors_have_values
 from converters.provenance import Provenance
 from converters.validate import ValidationReport, compare_layers, relative_difference, torch_node_values
 
@@ -22,8 +24,21 @@ def _as_tuple(inputs) -> tuple:
     return tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
 
 
+def as_tensor(value) -> torch.Tensor:
+    """A torch tensor of a tensor or array-like; an ``ml_dtypes.bfloat16`` array (JAX's) as torch.bfloat16."""
+    if isinstance(value, torch.Tensor):
+        return value
+    array = np.asarray(value)
+    if array.dtype.name == "bfloat16":
+        return torch.from_numpy(np.ascontiguousarray(array).view(np.int16)).view(torch.bfloat16)
+    return torch.as_tensor(array)
+
+
 def _to_jax(tensor: torch.Tensor) -> jax.Array:
-    return jnp.asarray(tensor.detach().cpu().numpy())
+    tensor = tensor.detach().cpu()
+    if tensor.dtype == torch.bfloat16:  # numpy has no bfloat16: the same bits as JAX's own
+        return jnp.asarray(tensor.contiguous().view(torch.int16).numpy()).view(jnp.bfloat16)
+    return jnp.asarray(tensor.numpy())
 
 
 @dataclass
@@ -43,6 +58,8 @@ class Converted:
     input_dtypes: list[np.dtype]
     output_shape: tuple[int, ...]  # per row, without the batch axis
     capture: Capture
+    output_name: str | None = None  # the output leaf converted, when the model returns several (a dict ...)
+    output_index: int | None = None  # its position among the flattened outputs
 
     # -- evaluation -------------------------------------------------------------------------------------
     def apply_single(self, params: dict, *rows):
@@ -80,7 +97,7 @@ class Converted:
         Reports, per layer (module path and call), the largest relative difference of the values its
         ops produce, and names the first layer that diverges beyond ``rtol``.
         """
-        tensors = [torch.as_tensor(np.asarray(x))[:max_rows] for x in inputs]
+        tensors = [as_tensor(x)[:max_rows] for x in inputs]
         n_rows = int(tensors[0].shape[0])
         if rtol is None:
             rtol = 1e-10 if tensors[0].dtype == torch.float64 and jax.config.jax_enable_x64 else 1e-5
@@ -107,29 +124,37 @@ class Converted:
         return ValidationReport(layers, rtol, output_diff, n_rows)
 
 
-def from_torch(model: torch.nn.Module, example_inputs) -> Converted:
+def from_torch(model: torch.nn.Module, example_inputs, output: str | int | None = None) -> Converted:
     """Convert ``model`` to a pure JAX function with torch.export.
 
     ``example_inputs``: a tensor or a tuple of tensors with a leading batch axis. The graph is exported for
-    the first row and mapped over rows with ``jax.vmap``; with two rows or more, the model is also checked
-    to compute each row independently of the others (``BatchDependenceError`` if not).
+    the first row and mapped over rows with ``jax.vmap``; the model is also checked to compute each row
+    independently of the others (``BatchDependenceError`` if not), on the example rows and on rows made from
+    them. ``output``: which output to convert when the model returns a dict, ``ModelOutput`` or tuple (see
+    ``converters.outputs``). Conversions are serialised: torch.export is not thread-safe.
     """
     examples = _examples(example_inputs)
-    check_batch_statistics_modules(model)
-    captured = capture(model, [x[:1] for x in examples])
-    converted = _build(captured, examples)
-    check_rows_independent(model, [x[:4] for x in examples], captured)
+    with CAPTURE_LOCK:
+        check_tensors_have_values(model)
+        check_not_quantised(model)
+        check_batch_statistics_modules(model)
+        check_runs(model, examples, eval_mode)
+        captured = capture(model, [x[:1] for x in examples])
+        converted = _build(captured, examples, output)
+        leaf = converted.output_index or 0
+        check_rows_independent(model, probe_rows([x[:4] for x in examples]), captured, leaf=leaf)
     return converted
 
 
-def from_exported(program: ExportedProgram, example_inputs) -> Converted:
+def from_exported(program: ExportedProgram, example_inputs, output: str | int | None = None) -> Converted:
     """Convert a saved ``torch.export`` program (``torch.export.load`` of a ``.pt2``) to a pure JAX function.
 
     The program must have been exported for one row (batch axis of size 1): it is mapped over rows with
     ``jax.vmap``, so each row is computed alone, as the saved graph computes it.
     """
     examples = _examples(example_inputs)
-    captured = capture_saved(program)
+    with CAPTURE_LOCK:
+        captured = capture_saved(program)
     user_inputs = [
         node.meta.get("val")
         for node in captured.program.graph.nodes
@@ -144,42 +169,48 @@ def from_exported(program: ExportedProgram, example_inputs) -> Converted:
                 f"the saved program's input {i} has shape {shape}; xshap needs a program exported for ONE row "
                 f"of shape (1, {', '.join(map(str, x.shape[1:]))}) (torch.export.export(model, (x[:1],)))"
             )
-    return _build(captured, examples)
+    return _build(captured, examples, output)
 
 
 def _examples(example_inputs) -> list[torch.Tensor]:
-    examples = [torch.as_tensor(x) for x in _as_tuple(example_inputs)]
+    examples = [as_tensor(x) for x in _as_tuple(example_inputs)]
     for i, x in enumerate(examples):
         if x.ndim == 0 or x.shape[0] == 0:
             raise ValueError(f"example input {i} has shape {tuple(x.shape)}: it needs a leading batch axis with rows")
     return examples
 
 
-def _build(captured: Capture, examples: list[torch.Tensor]) -> Converted:
-    graph = GraphFunction(captured)
+def _build(captured: Capture, examples: list[torch.Tensor], output: str | int | None = None) -> Converted:
+    leaves = output_leaves(captured.program)
+    index = choose_output(leaves, output)
+    graph = GraphFunction(captured, index if len(leaves) > 1 else None)
     weights = weights_of(captured.program)
     params = {name: _to_jax(weights[name]) for name in captured.param_names}
 
-    output_node = next(node for node in captured.program.graph.nodes if node.op == "output")
-    output_vals = [arg.meta.get("val") if hasattr(arg, "meta") else arg for arg in output_node.args[0]]
-    if len(output_vals) != 1 or not isinstance(output_vals[0], torch.Tensor):
-        kinds = ", ".join(type(v).__name__ for v in output_vals)
-        raise ConversionError(
-            f"the model returns {len(output_vals)} value(s) ({kinds}); xshap explains models that return one "
-            "tensor with a leading batch axis. Wrap the model to select the output to explain."
-        )
-    out_shape = tuple(output_vals[0].shape)
+    out_shape = tuple(leaves[index].value.shape)
     if len(out_shape) == 0 or out_shape[0] != 1:
         raise ConversionError(
-            f"for a batch of one row the model returns shape {out_shape}; xshap needs outputs whose leading "
-            "axis is the batch axis"
+            f"for a batch of one row the model returns shape {out_shape}"
+            + (f" for output {leaves[index].name!r}" if len(leaves) > 1 else "")
+            + "; xshap needs outputs whose leading axis is the batch axis"
         )
     return Converted(
         graph=graph,
         params=params,
         provenance=captured.provenance,
         input_shapes=[tuple(x.shape[1:]) for x in examples],
-        input_dtypes=[np.dtype(str(x.dtype).replace("torch.", "")) for x in examples],
+        input_dtypes=[_numpy_dtype(x.dtype) for x in examples],
         output_shape=out_shape[1:],
         capture=captured,
+        output_name=leaves[index].name if len(leaves) > 1 else None,
+        output_index=index if len(leaves) > 1 else None,
     )
+
+
+def _numpy_dtype(dtype: torch.dtype) -> np.dtype:
+    name = str(dtype).replace("torch.", "")
+    if name == "bfloat16":
+        import ml_dtypes
+
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(name)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import threading
+import traceback
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -24,6 +26,16 @@ class Capture:
     input_names: list[str]  # placeholder names of the user inputs
     provenance: dict[str, Provenance]  # node name -> provenance
     root_type: str
+
+
+# torch.export is not thread-safe: concurrent exports corrupt its global tracing state (in about one process in
+# four every later export then failed) and interleave the mode changes of eval_mode. Every capture, and the
+# checks around it that run the model, hold this lock; it is reentrant, so nested conversions do not deadlock.
+CAPTURE_LOCK = threading.RLock()
+
+# error types (by name: they move between torch versions) and phrases that mean data-dependent control flow
+_DATA_DEPENDENT_TYPES = ("GuardOnDataDependentSymNode", "DataDependentOutputException", "PendingUnbackedSymbolNotFound")
+_DATA_DEPENDENT_PHRASES = ("data-dependent", "data dependent", "Could not guard on", "Dynamic control flow")
 
 
 @contextlib.contextmanager
@@ -48,14 +60,41 @@ def eval_mode(model: torch.nn.Module, warn: bool = True) -> Iterator[None]:
 
 
 def _translate_export_failure(error: Exception) -> ExportError:
+    """torch's reason, where in the user's code it happened, and a hint only where the hint is the cause."""
     text = str(error).strip()
     first = text.splitlines()[0] if text else type(error).__name__
-    hint = (
-        "torch.export must trace the model into one graph. Data-dependent Python control flow "
-        "(an `if` or loop on tensor values), .item()/.tolist() on tensors, or calls into non-torch code "
-        "cannot be captured; rewrite them with torch.where / torch.cond, or explain a submodule."
-    )
-    return ExportError(f"torch.export could not capture the model: {type(error).__name__}: {first}\nHint: {hint}")
+    where = _user_frame(error)
+    message = f"torch.export could not capture the model: {type(error).__name__}: {first}"
+    if where:
+        message += f"\n  at {where}"
+    if _is_data_dependent(error):
+        message += (
+            "\nHint: torch.export must trace the model into one graph. Data-dependent Python control flow "
+            "(an `if` or loop on tensor values), .item()/.tolist() on tensors, or calls into non-torch code "
+            "cannot be captured; rewrite them with torch.where / torch.cond, or explain a submodule."
+        )
+    return ExportError(message)
+
+
+def _is_data_dependent(error: BaseException) -> bool:
+    """Whether torch.export failed because the forward branches on tensor values (for the error or its causes)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if type(error).__name__ in _DATA_DEPENDENT_TYPES or any(p in str(error) for p in _DATA_DEPENDENT_PHRASES):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def _user_frame(error: BaseException) -> str:
+    """'file:line: code' of the innermost frame of the traceback outside torch, or ''."""
+    frames = traceback.extract_tb(error.__traceback__)
+    for frame in reversed(frames):
+        path = frame.filename.replace("\\", "/")
+        if "/torch/" not in path and "/converters/" not in path and not path.startswith("<"):
+            return f"{frame.filename}:{frame.lineno}: {(frame.line or '').strip()}"
+    return ""
 
 
 def capture(model: torch.nn.Module, example_inputs: Sequence[torch.Tensor]) -> Capture:

@@ -52,14 +52,34 @@ def _getitem(container, index):
     return container[index]
 
 
+def _needed(outputs: tuple) -> set[str]:
+    """Names of every node the given output values depend on."""
+    needed: set[str] = set()
+    frontier = [v for v in outputs if isinstance(v, torch.fx.Node)]
+    while frontier:
+        node = frontier.pop()
+        if node.name in needed:
+            continue
+        needed.add(node.name)
+        frontier.extend(node.all_input_nodes)
+    return needed
+
+
 class GraphFunction:
     """The exported graph as a JAX function of (params, *inputs), batch-of-one shapes as exported."""
 
-    def __init__(self, captured: Capture):
+    def __init__(self, captured: Capture, output_index: int | None = None):
+        """``output_index``: explain only that leaf of the program's outputs; the ops no kept output needs are
+        left out (they are neither converted nor given DeepLIFT rules)."""
         graph = captured.program.graph
+        output = next(node for node in graph.nodes if node.op == "output")
+        outputs = tuple(output.args[0])
+        if output_index is not None:
+            outputs = (outputs[output_index],)
+        self.needed: set[str] = _needed(outputs)
         steps, unknown = [], []
         for node in graph.nodes:
-            if node.op != "call_function":
+            if node.op != "call_function" or node.name not in self.needed:
                 continue
             provenance = captured.provenance[node.name]
             impl = _getitem if node.target is operator.getitem else lookup(node.target)
@@ -69,11 +89,10 @@ class GraphFunction:
             steps.append(_Step(node.name, impl, _template(node.args), _template(dict(node.kwargs)), provenance))
         if unknown:
             raise UnsupportedOperatorError(unknown)
-        output = next(node for node in graph.nodes if node.op == "output")
         self.steps: list[_Step] = steps
         self.param_names: list[str] = captured.param_names
         self.input_names: list[str] = captured.input_names
-        self.output_refs = _template(tuple(output.args[0]))
+        self.output_refs = _template(outputs)
 
     def __call__(self, params: dict, *inputs, record: dict | None = None):
         """Evaluate the graph; with ``record`` given, store every node's value in it by node name."""
