@@ -144,6 +144,73 @@ def _changed_weights():
     return explainer.shap_values(X)
 
 
+def _edited(edit):
+    """An explainer built, then the model edited: ``edit(model)``; explaining again must refuse."""
+
+    def run():
+        import xshap
+
+        model = _mlp()
+        explainer = xshap.DeepExplainer(model, BG)
+        edit(model)
+        return explainer.shap_values(X)
+
+    return run
+
+
+def _numpy_edit(model):
+    model[0].weight.detach().numpy()[0, 0] += 1.0
+
+
+def _replace_layer(model):
+    model[1] = torch.nn.Tanh()
+
+
+class _ExpOverflow(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 1)
+
+    def forward(self, x):
+        return torch.exp(50 * self.fc(x))
+
+
+def _overflowing_background():
+    torch.manual_seed(0)
+    return _explain(_ExpOverflow().eval(), background=BG * 10)
+
+
+class _Outputs(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 2)
+
+    def forward(self, x):
+        return {"scores": self.fc(x), "features": x}
+
+
+def _quantised():
+    model = torch.ao.quantization.quantize_dynamic(_mlp(), {torch.nn.Linear}, dtype=torch.qint8)
+    return _explain(model)
+
+
+def _on_meta():
+    with torch.device("meta"):
+        model = torch.nn.Sequential(torch.nn.Linear(4, 2))
+    return _explain(model)
+
+
+def _float32_only_ill_conditioned():
+    import jax
+    import jax.numpy as jnp
+
+    def f(x):
+        logits = (x.astype(jnp.float32) @ jnp.ones((4, 3), jnp.float32)) * 1e5
+        return jax.nn.softmax(logits + jnp.arange(3, dtype=jnp.float32) * 0.1, axis=-1)
+
+    return _explain(f, background=np.zeros((2, 4), np.float32), x=np.arange(12, dtype=np.float32).reshape(3, 4))
+
+
 def _training_mode():
     model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Dropout(0.5), torch.nn.Linear(4, 1))
     with warnings.catch_warnings():
@@ -261,8 +328,59 @@ CASES = [
     Case(
         "weights changed after the explainer was built",
         _changed_weights,
-        "InputError",
-        "changed after xshap converted it",
+        "ModelChangedError",
+        "changed after xshap converted it: 0.weight changed",
+    ),
+    Case(
+        "weights edited through .numpy() after the explainer was built",
+        _edited(_numpy_edit),
+        "ModelChangedError",
+        "0.weight changed",
+    ),
+    Case(
+        "a submodule replaced after the explainer was built",
+        _edited(_replace_layer),
+        "ModelChangedError",
+        "module 1 was replaced",
+    ),
+    Case(
+        "a forward that overflows on a background row",
+        _overflowing_background,
+        "NonFiniteError",
+        r"background row \d+.*aten\.exp\.default",
+    ),
+    Case(
+        "a dict output without logits",
+        lambda: _explain(_Outputs()),
+        "ConversionError",
+        r"'scores' \(shape \(1, 2\)\).*output=",
+    ),
+    Case(
+        "an output name the model does not return",
+        lambda: _explain(_Outputs(), output="logits"),
+        "ConversionError",
+        "has no output 'logits'",
+    ),
+    Case("X with no rows", lambda: _explain(x=X[:0]), "InputError", "no rows"),
+    Case("a dynamically quantised model", _quantised, "UnsupportedModelError", "quantised"),
+    Case("a model on the meta device", _on_meta, "UnsupportedModelError", "meta device"),
+    Case(
+        "a background with another feature count than the model's",
+        lambda: _explain(background=np.zeros((8, 5), np.float32), x=np.zeros((2, 5), np.float32)),
+        "ModelInputError",
+        r"does not run on rows like the background's \(input 0: rows of shape \(5,\)",
+    ),
+    Case(
+        "rows of a batch that see each other, one background row",
+        lambda: _explain(_BatchSoftmax(), background=BG[:1]),
+        "BatchDependenceError",
+        "depends on the other rows",
+    ),
+    Case(
+        "ill-conditioned rows of a function that fixes float32",
+        _float32_only_ill_conditioned,
+        "PrecisionError",
+        "cannot be recomputed in float64",
     ),
     Case(
         "rows of a batch that see each other (softmax over dim 0)",

@@ -27,6 +27,7 @@ set to compare.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -100,6 +101,8 @@ class NetSpec:
     gain: float  # Linear/Conv weights scaled by it: the nonlinearities work away from their linear part
     n_background: int
     n_explained: int
+    ill: str = ""  # an ill-conditioned part before the head (ILL_CONDITIONED); "" for none
+    homogeneous: bool = False  # every bias 0: with ReLU-like activations only, f(c x) = c f(x) for c > 0
 
     @property
     def image(self) -> bool:
@@ -120,9 +123,10 @@ class NetSpec:
         blocks = [str(b) for b in self.image_blocks] + (["flatten"] if self.image else [])
         blocks += [str(b) for b in self.vector_blocks]
         head = f"linear({self.n_out})" + (f" -> {self.head}" if self.head else "")
+        blocks += [f"ill({self.ill})"] if self.ill else []
         return (
             f"NetSpec(in={self.input_shape}, seed={self.seed}, gain={self.gain}, B={self.n_background}, "
-            f"N={self.n_explained}: {' -> '.join([*blocks, head])})"
+            f"N={self.n_explained}{', no biases' if self.homogeneous else ''}: {' -> '.join([*blocks, head])})"
         )
 
 
@@ -181,6 +185,9 @@ class RandomNet(nn.Module):
             width = math.prod(shape)
             for i, block in enumerate(spec.vector_blocks):
                 width = self._build_vector(f"v{i}_", block, width)
+            if spec.ill in ("ratio", "root"):
+                self.layers["ill_a"] = nn.Linear(width, width)
+                self.layers["ill_b"] = nn.Linear(width, width)
             self.layers["head"] = nn.Linear(width, spec.n_out)
             if spec.head is not None:
                 self._build_act("head_act", spec.head)
@@ -270,6 +277,9 @@ class RandomNet(nn.Module):
         running statistics), so no norm is the identity."""
         gen = torch.Generator().manual_seed(seed + 7)
         with torch.no_grad():
+            if self.spec.ill == "logits":  # logits of ~1e4 that differ by little: a softmax head in float32
+                self.layers["head"].weight.mul_(1e3)
+                self.layers["head"].bias.add_(1e4)
             for module in self.modules():
                 if isinstance(module, (nn.Linear, nn.Conv2d)):
                     module.weight.mul_(self.spec.gain)
@@ -283,6 +293,8 @@ class RandomNet(nn.Module):
                     n = module.normalized_shape[0]
                     module.weight.copy_(0.5 + torch.rand(n, generator=gen))
                     module.bias.copy_(0.2 * torch.randn(n, generator=gen))
+                if self.spec.homogeneous and getattr(module, "bias", None) is not None:
+                    module.bias.zero_()
 
     # -- evaluation ---------------------------------------------------------------------------------------
     def _act(self, name: str, act: Act, h: torch.Tensor) -> torch.Tensor:
@@ -359,10 +371,23 @@ class RandomNet(nn.Module):
             h = h.flatten(1)
         for i, block in enumerate(self.spec.vector_blocks):
             h = self._vector(f"v{i}_", block, h)
+        h = _ILL_CONDITIONED[self.spec.ill](self.layers, h)
         h = self.layers["head"](h)
         if self.spec.head is not None:
             h = self._act("head_act", self.spec.head, h)
         return h
+
+
+# the ill-conditioned parts a net can end with, before its head (each keeps the width)
+_ILL_CONDITIONED = {
+    "": lambda layers, h: h,
+    "logits": lambda layers, h: h,  # the head's weights are scaled instead (RandomNet._randomize)
+    # a quotient whose divisor passes near 0: a / (b * 1e-3 + 1e-6)
+    "ratio": lambda layers, h: layers["ill_a"](h) / (layers["ill_b"](h) * 1e-3 + 1e-6),
+    # a root of values near 0: sqrt(|a| * 1e-6 + 1e-12)
+    "root": lambda layers, h: torch.sqrt(torch.abs(layers["ill_a"](h)) * 1e-6 + 1e-12) * 1e3 + layers["ill_b"](h),
+}
+ILL_CONDITIONED = tuple(kind for kind in _ILL_CONDITIONED if kind)
 
 
 def build(spec: NetSpec, dtype=torch.float32) -> tuple[RandomNet, torch.Tensor, torch.Tensor]:
@@ -569,3 +594,62 @@ def nets(draw, hook_safe: bool = False) -> NetSpec:
         n_background=draw(st.integers(4, 6)),
         n_explained=draw(st.integers(2, 3)),
     )
+
+
+@st.composite
+def ill_conditioned_nets(draw) -> NetSpec:
+    """A drawn net ending in an ill-conditioned part: large logits before a softmax, a divisor near 0, a root
+    near 0 (or none, one draw in four)."""
+    spec = draw(nets())
+    ill = draw(st.sampled_from(("", *ILL_CONDITIONED)))
+    head = Act("softmax", "functional") if ill == "logits" else spec.head
+    n_out = max(spec.n_out, 2) if ill == "logits" else spec.n_out
+    return dataclasses.replace(spec, ill=ill, head=head, n_out=n_out)
+
+
+HOMOGENEOUS_ACTIVATIONS = ("relu", "leaky_relu")
+HOMOGENEOUS_VECTOR_KINDS = ("dense", "residual", "concat", "featmax", "stacked")
+HOMOGENEOUS_IMAGE_KINDS = ("conv", "conv_residual", "conv_concat", "pool")
+
+
+@st.composite
+def homogeneous_nets(draw) -> NetSpec:
+    """A positively homogeneous net: no biases, ReLU / LeakyReLU, max / average pooling, residuals and
+    concatenations; no norms (they shift), products or softmax. f(c x) = c f(x), and so do its attributions."""
+    spec = draw(nets())
+
+    def keep(block: Block, kinds) -> bool:
+        return block.kind in kinds and "bn" not in block.option
+
+    image = tuple(b for b in spec.image_blocks if keep(b, HOMOGENEOUS_IMAGE_KINDS))
+    vector = tuple(b for b in spec.vector_blocks if keep(b, HOMOGENEOUS_VECTOR_KINDS))
+    acts = draw(st.lists(st.sampled_from(HOMOGENEOUS_ACTIVATIONS), min_size=1, max_size=1))[0]
+
+    def relu_like(block: Block) -> Block:
+        return dataclasses.replace(
+            block,
+            acts=tuple(Act(acts if a.kind not in HOMOGENEOUS_ACTIVATIONS else a.kind, a.style) for a in block.acts),
+        )
+
+    return dataclasses.replace(
+        spec,
+        image_blocks=tuple(relu_like(b) for b in image),
+        vector_blocks=tuple(relu_like(b) for b in _fit_widths(vector, spec, image)),
+        head=None,
+        homogeneous=True,
+    )
+
+
+def _fit_widths(vector: tuple[Block, ...], spec: NetSpec, image: tuple[Block, ...]) -> tuple[Block, ...]:
+    """Vector blocks whose widths no longer follow from a dropped block still build: only the kinds that keep or
+    set their own width survive, and featmax needs an even input (rebuilt from the input shape)."""
+    shape = spec.input_shape
+    for block in image:
+        shape = _image_shape(block, shape)
+    width, kept = math.prod(shape), []
+    for block in vector:
+        if block.kind == "featmax" and width < 2:
+            continue
+        kept.append(block)
+        width = _vector_width(block, width)
+    return tuple(kept)

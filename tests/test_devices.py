@@ -31,9 +31,11 @@ SCRIPT = textwrap.dedent(
     assert len(placed.sharding.device_set) == 4 and placed.addressable_shards[0].data.shape == (2, 6)
 
     a, b = many.explain(X), one.explain(X)
+    # the sharded program rounds differently from the one-device one; where a difference sits at a rule's
+    # sqrt(eps) switch between quotient and derivative, that moves a value by ~sqrt(eps) of its contribution
     scale = np.max(np.abs(b.values[0]))
-    assert np.max(np.abs(a.values[0] - b.values[0])) <= 1e-6 * scale, np.max(np.abs(a.values[0] - b.values[0]))
-    assert np.max(np.abs(a.gaps)) <= 1e-4 * max(1.0, np.max(np.abs(a.outputs)))
+    assert np.max(np.abs(a.values[0] - b.values[0])) <= 1e-5 * scale, np.max(np.abs(a.values[0] - b.values[0]))
+    assert np.all(np.abs(a.gaps) <= a.tolerance) and not a.recomputed.any()
     print("OK", many.chunk_rows(), np.max(np.abs(a.values[0] - b.values[0])))
     """
 )

@@ -25,11 +25,20 @@ import numpy as np
 import pytest
 import torch
 from hypothesis import given, note, settings
+from hypothesis import strategies as st
 
 import converters
 import xshap
 from tests.models.common import captum_values, shap_values, torch_f
-from tests.strategies import NetSpec, build, nets, safe_references, unsafe_reasons
+from tests.strategies import (
+    NetSpec,
+    build,
+    homogeneous_nets,
+    ill_conditioned_nets,
+    nets,
+    safe_references,
+    unsafe_reasons,
+)
 from xshap.check.culprits import RULE_CHOICE, find_culprits
 from xshap.check.references import captum_rule_table, shap_rule_table
 
@@ -165,3 +174,57 @@ def test_culprits_match_the_spec(spec):
         ]
         reasons = unsafe_reasons(spec, reference)
         assert bool(named) == bool(reasons), f"{reference}: spec says {reasons}, culprits {named}"
+
+
+# -- 5. scale: nothing in xshap has an absolute floor -----------------------------------------------------------
+@examples(ci=12)
+@given(spec=homogeneous_nets(), k=st.integers(-8, 8))
+def test_homogeneous_nets_attributions_scale_exactly(spec, k):
+    """f(10^k x) = 10^k f(x) for a bias-free ReLU net, and its DeepLIFT attributions scale the same way (1e-5)."""
+    note(str(spec))
+    model, background, X = build(spec)
+    base = xshap.DeepExplainer(model, background).explain(X)
+    scale = np.float32(10.0**k)
+    scaled = xshap.DeepExplainer(model, background * scale).explain(X * scale)
+    for a, b in zip(scaled.values, base.values):
+        np.testing.assert_allclose(a / scale, b, rtol=1e-5, atol=1e-5 * np.abs(b).max())
+    assert np.all(np.abs(scaled.gaps) <= scaled.tolerance)
+
+
+@examples(ci=12)
+@given(spec=ill_conditioned_nets(), k=st.integers(-8, 8))
+def test_complete_at_every_scale(spec, k):
+    """Inputs and background scaled by 10^k: every row complete (in float32, or recomputed in float64)."""
+    note(str(spec))
+    model, background, X = build(spec)
+    scale = 10.0**k
+    attribution = xshap.DeepExplainer(model, background * scale).explain(X * scale, check_additivity=False)
+    assert all(np.all(np.isfinite(v)) for v in attribution.values)
+    within = np.abs(attribution.gaps) <= attribution.tolerance  # 0 <= 0 where an output and its mean are exactly 0
+    assert np.all(within), (
+        f"gaps {attribution.gaps[~within]} > tolerances {attribution.tolerance[~within]} "
+        f"(recomputed rows: {attribution.recomputed})"
+    )
+
+
+# -- 6. float32 against float64, ill-conditioned nets included ---------------------------------------------------
+@examples(ci=15)
+@given(spec=ill_conditioned_nets())
+def test_float32_equals_float64_or_says_it_was_recomputed(spec):
+    """The float32 model's attributions equal the float64 model's within 1e-4 of the row's attribution mass, except
+    for the rows the float32 result says it recomputed in float64 (those equal the float64 ones to float32 rounding)."""
+    note(str(spec))
+    model, background, X = build(spec)
+    single = xshap.DeepExplainer(model, background).explain(X)
+    model64, background64, X64 = build(spec, dtype=torch.float64)
+    double = xshap.DeepExplainer(model64, background64).explain(X64)
+    n, n_out = single.outputs.shape
+    mass = sum(np.abs(v).reshape(n, n_out, -1).sum(axis=2) for v in double.values)  # (N, n_out)
+    for a, b in zip(single.values, double.values):
+        diff = np.abs(a.astype(np.float64) - b).reshape(n, n_out, -1).max(axis=2)
+        allowed = np.where(single.recomputed[:, None], 4 * EPS32, 1e-4) * mass + 1e-30
+        worst = np.unravel_index(np.argmax(diff / allowed), diff.shape)
+        assert np.all(diff <= allowed), (
+            f"max |float32 - float64| {diff[worst]:.3e} > {allowed[worst]:.1e} at (row, output) {worst}; "
+            f"recomputed: {single.recomputed.tolist()}"
+        )
