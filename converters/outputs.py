@@ -61,7 +61,8 @@ def choose_output(leaves: list[OutputLeaf], output: str | int | None) -> int:
             return named[0]
         raise ConversionError(
             f"the model returns {len(leaves)} value(s): {listing}; xshap explains one tensor with a leading batch "
-            "axis: choose it with output=<name> (for example output=" + repr(leaves[tensors[0]].name if tensors else 0)
+            "axis: choose it with output=<name> (for example output="
+            + repr(leaves[tensors[0]].name if tensors else 0)
             + ")"
         )
     wanted = str(output)

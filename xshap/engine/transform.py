@@ -64,7 +64,7 @@ class DeepLift:
     def compute_dtype(self) -> np.dtype:
         """The least precise float type the function computes in (a float64 model may run a float32 softmax)."""
         floats = {np.dtype(a.dtype) for a in self.program.avals.values() if jnp.issubdtype(a.dtype, jnp.floating)}
-        return min(floats, key=lambda d: np.finfo(d).bits) if floats else np.dtype(self.output_aval.dtype)
+        return min(floats, key=lambda d: d.itemsize) if floats else np.dtype(self.output_aval.dtype)
 
     # -- checks -----------------------------------------------------------------------------------------
     def _check_rules(self) -> None:
