@@ -190,10 +190,17 @@ def _evil_pt2(path: Path) -> None:
             zout.writestr(item, data)
 
 
-def _batched_pt2():
+def _pt2_other_rows():
     import xshap
 
     program = torch.export.export(_mlp(), (torch.from_numpy(X),))
+    return xshap.DeepExplainer(program, BG[:, :3]).shap_values(X[:, :3])
+
+
+def _pt2_rows_see_each_other():
+    import xshap
+
+    program = torch.export.export(_BatchSoftmax().eval(), (torch.from_numpy(X),))  # a static batch of 3 rows
     return xshap.DeepExplainer(program, BG).shap_values(X)
 
 
@@ -428,7 +435,18 @@ CASES = [
         "the file holds 64",
     ),
     Case("a .pt holding a sparse tensor", lambda: _cli_file(_sparse_pt, ".pt"), "UnsafeFileError", "sparse tensor"),
-    Case("a .pt2 exported for a batch of several rows", _batched_pt2, "ConversionError", "exported for ONE row"),
+    Case(
+        "a .pt2 whose rows see each other in its batch",
+        _pt2_rows_see_each_other,
+        "BatchDependenceError",
+        "rows see each other",
+    ),
+    Case(
+        "a .pt2 exported for rows of another shape than the background's",
+        _pt2_other_rows,
+        "ConversionError",
+        "rows given have shape",
+    ),
 ]
 
 

@@ -83,7 +83,7 @@ def test_help_documents_model_forms_and_exit_codes():
     text = check_help()
     for needle in (".pt2", "package.module:factory", "--background", "--inputs", "--html", "--json", "weights_only"):
         assert needle in text
-    for needle in ("--max-bytes", "untrusted"):
+    for needle in ("dynamic batch", "static batch", "--max-bytes", "untrusted"):
         assert needle in text
     flat = " ".join(text.split())
     assert [e.code for e in cli.EXIT_CODES] == [0, 1, 2, 3]

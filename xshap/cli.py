@@ -63,9 +63,11 @@ def exit_code_table(markdown: bool = False) -> str:
 
 CHECK_EPILOG = f"""\
 MODEL is either
-  a .pt2 file written by torch.export.save for ONE row:  torch.export.save(torch.export.export(model, (x[:1],)), "m.pt2")
-      shap and Captum hook nn.Module objects, which a saved program no longer has: they are not run; the
-      culprits read from the graph say whether they would break on the original module;
+  a .pt2 file written by torch.export.save, exported for one row, for a dynamic batch or for a static batch
+      of k rows:  torch.export.save(torch.export.export(model, (x[:1],)), "m.pt2")
+      (a dynamic batch is specialised to one row; a batch of k rows runs k rows at a time, its rows checked
+      to be independent). shap and Captum hook nn.Module objects, which a saved program no longer has: they
+      are not run; the culprits read from the graph say whether they would break on the original module;
   or package.module:factory, a callable that returns the torch.nn.Module (imported from the current
       directory and sys.path); shap and Captum are run on it. A factory is code: it runs as you.
 BG and X are .npy files (plain numeric arrays, no pickles) or .pt files (a tensor or a list of tensors,

@@ -103,7 +103,7 @@ def wrap_model(model, background: list[np.ndarray]) -> ExplainedModel:
         converted = converters.from_exported(model, tuple(torch.as_tensor(b[:4]) for b in background))
 
         def program_fn(params, *rows):
-            return _flat_row(converted.graph(params, *(r[None] for r in rows))[0])
+            return _flat_row(converted.apply_row(params, *rows))  # a program of k rows: the row in every slot
 
         return ExplainedModel(program_fn, converted.params, converted, model, _torch_state(model))
     if callable(model):
