@@ -267,6 +267,24 @@ def test_ordinary_exports_pass_the_allow_list(clean):
     assert ("extra/a.txt", b"b") in checked_records(ZipArchive.parse(io.BytesIO(clean["dynamic"]), "m", Limits()))
 
 
+class _Sliced(torch.nn.Module):
+    """Slices to the end (INT64_MAX in the graph), GELU, LayerNorm, softmax: common ops a dynamic export holds."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc, self.norm = torch.nn.Linear(4, 6), torch.nn.LayerNorm(6)
+
+    def forward(self, x):
+        h = torch.nn.functional.gelu(self.norm(self.fc(x)), approximate="tanh")
+        return torch.softmax(h[:, 1:], dim=-1) + x[:, -1:]
+
+
+def test_a_dynamic_export_of_common_ops_passes(tmp_path):
+    program = torch.export.export(_Sliced().eval(), (torch.randn(3, 4),), dynamic_shapes=({0: torch.export.Dim("b")},))
+    torch.export.save(program, tmp_path / "m.pt2")
+    assert load_program(tmp_path / "m.pt2") is not None
+
+
 def test_torch_never_unpickles_the_sample_inputs(clean, tmp_path):
     program = load_program(write(tmp_path, "m.pt2", clean["one"]))
     assert program.example_inputs is None  # torch was given an empty record in their place

@@ -225,6 +225,6 @@ def _entry_problem(key: str, item: object, cache: dict, limits: Limits) -> str |
                     return f"the tensor {name!r} has no valid dtype and sizes"
                 if declared > limits.max_bytes:
                     return f"the tensor {name!r} would take {declared:,} bytes, over the limit of {limits.max_bytes:,}"
-    if key in ("as_int", "hint") and isinstance(item, int) and not isinstance(item, bool) and abs(item) > 1 << 62:
-        return "a number beyond 64 bits"
+    if key in ("as_int", "hint") and type(item) is int and not -(1 << 63) <= item < 1 << 64:
+        return "a number beyond 64 bits"  # (slices to the end hold INT64_MAX)
     return None
