@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import sys
 import time
@@ -28,7 +29,7 @@ from xshap.files.pt2 import REQUIRED, checked_records
 from xshap.files.symexpr import expression_problem
 from xshap.files.zipread import ZipArchive
 
-FAST = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @pytest.fixture(scope="module")
@@ -202,15 +203,17 @@ def _torch_saved(value) -> bytes:
 CLEAN_PT = _torch_saved([torch.arange(6.0), torch.ones(2, 2)])
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(mutations())
 def test_mutated_archives_are_refused_cleanly_or_read_as_every_reader_reads_them(data):
-    """Whatever bytes change, the reader refuses with UnsafeFileError or reads exactly what zipfile reads."""
+    """Whatever bytes change, the reader refuses with UnsafeFileError or reads exactly what zipfile and torch's
+    own reader read."""
     try:
         mine = parse(data)
     except UnsafeFileError:
         return
     assert mine == zipfile_view(data)
+    assert {name.split("/", 1)[1]: value for name, value in mine.items()} == torch_view(data)
 
 
 def test_sizes_are_checked_from_the_headers_before_inflating():
@@ -404,6 +407,46 @@ def test_every_target_is_checked_even_in_a_node_without_outputs(clean, tmp_path)
 
     with pytest.raises(UnsafeFileError, match="'torch.hub.load'"):
         load_program(write(tmp_path, "m.pt2", attacks.modified(clean["one"], program=edit)))
+
+
+JSON_ENTRIES = (
+    "models/model.json",
+    "data/weights/model_weights_config.json",
+    "data/constants/model_constants_config.json",
+)
+ODD_VALUES = (
+    st.sampled_from(
+        [None, True, 0, -1, 1 << 70, 1.5, float("nan"), "", "x", "__class__", "torch.os.system", "Symbol('s0')", 7, 13]
+    )
+    | st.lists(st.integers(), max_size=2)
+    | st.dictionaries(st.sampled_from(["a", "as_int", "name"]), st.integers(), max_size=2)
+)
+
+
+def _containers(value, found):
+    if isinstance(value, (dict, list)) and value:
+        found.append(value)
+        for item in value.values() if isinstance(value, dict) else value:
+            _containers(item, found)
+    return found
+
+
+@settings(max_examples=80, deadline=None)
+@given(data=st.data())
+def test_mutated_program_json_is_refused_cleanly_or_passed_on(clean, data):
+    """Whatever value replaces whatever field of the program or its configs, the checks refuse it with an
+    UnsafeFileError (exit 2) or pass it on; they never crash (which xshap check would report as its own bug)."""
+    root, records = attacks.entries(clean["dynamic"])
+    name = data.draw(st.sampled_from(JSON_ENTRIES))
+    document = json.loads(records[name])
+    for _ in range(data.draw(st.integers(1, 3))):
+        containers = _containers(document, [])
+        container = containers[data.draw(st.integers(0, len(containers) - 1))]
+        keys = list(container) if isinstance(container, dict) else list(range(len(container)))
+        container[data.draw(st.sampled_from(keys))] = data.draw(ODD_VALUES)
+    archive = attacks.rezip(root, {**records, name: json.dumps(document).encode()})
+    with contextlib.suppress(UnsafeFileError):
+        checked_records(ZipArchive.parse(io.BytesIO(archive), "m.pt2", Limits()))
 
 
 @pytest.mark.parametrize(

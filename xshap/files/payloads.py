@@ -51,8 +51,8 @@ def _meta_problem(meta: object, record_size: int) -> tuple[str | None, int]:
     if not isinstance(meta, dict) or set(meta) - _META_KEYS:
         return "its tensor_meta is not a plain tensor description", 0
     dtype = meta.get("dtype")
-    if dtype not in LOADABLE:
-        name = SCALAR_TYPES.get(dtype, (f"number {dtype!r}",))[0]
+    if type(dtype) is not int or dtype not in LOADABLE:
+        name = SCALAR_TYPES.get(dtype, (f"number {dtype!r}",))[0] if type(dtype) is int else repr(dtype)[:40]
         return f"dtype {name} is not one xshap loads (real numbers and bool)", 0
     if meta.get("layout") != STRIDED_LAYOUT:
         return "it is not a dense (strided) tensor", 0

@@ -60,8 +60,8 @@ REFUSED_PREFIXES = (
     ("xl_model_weights/", "external weights"),
     ("data/constants/custom_obj_", "a pickled custom object"),
     ("data/constants/opaque_obj_", "a pickled opaque object"),
-    ("data/weights/model.pt", "legacy pickled weights"),
-    ("data/constants/model.pt", "legacy pickled constants"),
+    ("data/weights/model.pt", "legacy pickled weights (an older torch wrote them: save the program again)"),
+    ("data/constants/model.pt", "legacy pickled constants (an older torch wrote them: save the program again)"),
     ("data/sample_inputs/", "sample inputs of another program"),
 )
 
