@@ -10,10 +10,16 @@ import numpy as np
 import torch
 from torch.export import ExportedProgram
 
+from converters.batching import saved_batch
 from converters.errors import ConversionError
 from converters.export import CAPTURE_LOCK, Capture, capture, capture_saved, eval_mode, weights_of
 from converters.graph import GraphFunction
-from converters.independence import check_batch_statistics_modules, check_rows_independent, probe_rows
+from converters.independence import (
+    check_batch_statistics_modules,
+    check_rows_independent,
+    check_saved_rows_independent,
+    probe_rows,
+)
 from converters.outputs import choose_output, output_leaves
 from converters.preflight import check_not_quantised, check_runs, check_tensors_have_values
 from converters.provenance import Provenance
@@ -41,6 +47,18 @@ def _to_jax(tensor: torch.Tensor) -> jax.Array:
     return jnp.asarray(tensor.numpy())
 
 
+def _fill_batch(row, batch_size: int):
+    """A batch of ``batch_size`` copies of one row (without its batch axis)."""
+    return row[None] if batch_size == 1 else jnp.broadcast_to(row[None], (batch_size, *row.shape))
+
+
+def _leading_row(value, batch_size: int):
+    """A graph value's first row if its leading axis is the batch axis, else None."""
+    if getattr(value, "ndim", 0) > 0 and value.shape[0] == batch_size:
+        return value[0]
+    return None
+
+
 @dataclass
 class Converted:
     """A torch model as a pure JAX function.
@@ -49,6 +67,10 @@ class Converted:
     batch-of-one graph over the rows with ``jax.vmap``, so every row is computed exactly as torch would
     compute it alone. ``params`` is the weights pytree (copied once from torch). ``provenance`` tells,
     for every op, the module path, module type, call index and source line it came from.
+
+    ``batch_size`` is the number of rows the graph computes at once: 1, except for a saved program exported
+    for a static batch of k rows (its rows proven independent). ``apply`` then runs the rows in groups of k,
+    the last one padded, and ``apply_row`` puts its row in every slot of the batch and returns the first.
     """
 
     graph: GraphFunction
@@ -60,25 +82,34 @@ class Converted:
     capture: Capture
     output_name: str | None = None  # the output leaf converted, when the model returns several (a dict ...)
     output_index: int | None = None  # its position among the flattened outputs
+    batch_size: int = 1  # rows the graph computes at once
 
     # -- evaluation -------------------------------------------------------------------------------------
     def apply_single(self, params: dict, *rows):
-        """The exported graph itself: inputs and outputs with a batch axis of one."""
+        """The exported graph itself: inputs and outputs with a batch axis of ``batch_size``."""
         return self.graph(params, *rows)
 
+    def apply_row(self, params: dict, *rows):
+        """One output row (without the batch axis) from one row of each input: the function xshap explains."""
+        return self.graph(params, *(_fill_batch(r, self.batch_size) for r in rows))[0]
+
     def apply(self, params: dict, *inputs):
-        """Batched forward: one row at a time through the exported graph, vectorised with vmap."""
-
-        def one_row(*rows):
-            return self.graph(params, *(row[None] for row in rows))[0]
-
-        return jax.vmap(one_row)(*inputs)
+        """Batched forward: each row through the exported graph alone, vectorised with vmap (for a graph of
+        k rows: groups of k rows, the last group padded with copies of the last row)."""
+        if self.batch_size == 1:
+            return jax.vmap(lambda *rows: self.apply_row(params, *rows))(*inputs)
+        k, n = self.batch_size, int(inputs[0].shape[0])
+        groups = -(-n // k)
+        padded = [jnp.concatenate([x, jnp.repeat(x[-1:], groups * k - n, axis=0)]) for x in inputs]
+        grouped = [x.reshape((groups, k, *x.shape[1:])) for x in padded]
+        out = jax.vmap(lambda *batch: self.graph(params, *batch))(*grouped)
+        return out.reshape((groups * k, *out.shape[2:]))[:n]
 
     def row_function(self):
         """``f(*rows) -> output row`` with the weights bound: the function xshap explains."""
 
         def row(*rows):
-            return self.graph(self.params, *(r[None] for r in rows))[0]
+            return self.apply_row(self.params, *rows)
 
         return row
 
@@ -103,21 +134,24 @@ class Converted:
             rtol = 1e-10 if tensors[0].dtype == torch.float64 and jax.config.jax_enable_x64 else 1e-5
         program = self.capture.program
         weights = [w for w in weights_of(program).values()]
+        k = self.batch_size
         torch_values, torch_outputs = [], []
-        for i in range(n_rows):
-            values, out = torch_node_values(program, weights, [t[i : i + 1] for t in tensors])
+        for i in range(n_rows):  # each row alone: in every slot of the graph's batch
+            batch = [t[i : i + 1].expand(k, *t.shape[1:]) for t in tensors]
+            values, out = torch_node_values(program, weights, batch)
             torch_values.append(values)
-            torch_outputs.append(out[0] if isinstance(out, (tuple, list)) else out)
+            torch_outputs.append((out[0] if isinstance(out, (tuple, list)) else out)[:1])
 
         def traced(*rows):
             record: dict = {}
-            self.graph(self.params, *(r[None] for r in rows), record=record)
-            return {k: v[0] for k, v in record.items() if isinstance(v, jax.Array) and v.ndim > 0 and v.shape[0] == 1}
+            self.graph(self.params, *(_fill_batch(r, k) for r in rows), record=record)
+            firsts = {name: _leading_row(v, k) if isinstance(v, jax.Array) else None for name, v in record.items()}
+            return {name: v for name, v in firsts.items() if v is not None}
 
         jax_values = jax.vmap(traced)(*(jnp.asarray(t.numpy()) for t in tensors))
-        for values in torch_values:  # compare like with like: drop the batch axis of one
-            for k, v in list(values.items()):
-                values[k] = v[0] if isinstance(v, torch.Tensor) and v.ndim > 0 and v.shape[0] == 1 else None
+        for values in torch_values:  # compare like with like: the first row of values with a batch axis
+            for name, v in list(values.items()):
+                values[name] = _leading_row(v, k) if isinstance(v, torch.Tensor) else None
         layers = compare_layers(self.provenance, torch_values, jax_values, rtol)
         expected = np.concatenate([o.detach().numpy() for o in torch_outputs])
         output_diff = relative_difference(np.asarray(self(*tensors)), expected)
@@ -149,27 +183,22 @@ def from_torch(model: torch.nn.Module, example_inputs, output: str | int | None 
 def from_exported(program: ExportedProgram, example_inputs, output: str | int | None = None) -> Converted:
     """Convert a saved ``torch.export`` program (``torch.export.load`` of a ``.pt2``) to a pure JAX function.
 
-    The program must have been exported for one row (batch axis of size 1): it is mapped over rows with
-    ``jax.vmap``, so each row is computed alone, as the saved graph computes it.
+    The program may have been exported for one row, for a dynamic batch (it is specialised here to the
+    smallest batch its range allows, usually one row) or for a static batch of k rows (it then computes k rows
+    at a time, ``Converted.batch_size``). With several rows, on two example rows or more, the program is
+    checked to compute each row alone (``BatchDependenceError`` if not).
     """
     examples = _examples(example_inputs)
     with CAPTURE_LOCK:
-        captured = capture_saved(program)
-    user_inputs = [
-        node.meta.get("val")
-        for node in captured.program.graph.nodes
-        if node.op == "placeholder" and node.name in captured.input_names
-    ]
-    if len(user_inputs) != len(examples):
-        raise ConversionError(f"the saved program takes {len(user_inputs)} input(s); {len(examples)} given")
-    for i, (val, x) in enumerate(zip(user_inputs, examples)):
-        shape = tuple(getattr(val, "shape", ()))
-        if not shape or shape[0] != 1 or shape[1:] != tuple(x.shape[1:]):
-            raise ConversionError(
-                f"the saved program's input {i} has shape {shape}; xshap needs a program exported for ONE row "
-                f"of shape (1, {', '.join(map(str, x.shape[1:]))}) (torch.export.export(model, (x[:1],)))"
-            )
-    return _build(captured, examples, output)
+        saved = saved_batch(program, examples)
+        captured = capture_saved(saved.program)
+    converted = _build(captured, examples, output, saved.batch_size)
+    leaf = converted.output_index or 0
+    if saved.batch_size > 1:
+        check_saved_rows_independent(saved.program, examples, saved.batch_size, leaf=leaf)
+    elif saved.dynamic is not None:
+        check_saved_rows_independent(saved.dynamic, examples, 1, max_rows=min(4, saved.dynamic_max_rows), leaf=leaf)
+    return converted
 
 
 def _examples(example_inputs) -> list[torch.Tensor]:
@@ -180,7 +209,9 @@ def _examples(example_inputs) -> list[torch.Tensor]:
     return examples
 
 
-def _build(captured: Capture, examples: list[torch.Tensor], output: str | int | None = None) -> Converted:
+def _build(
+    captured: Capture, examples: list[torch.Tensor], output: str | int | None = None, batch_size: int = 1
+) -> Converted:
     leaves = output_leaves(captured.program)
     index = choose_output(leaves, output)
     graph = GraphFunction(captured, index if len(leaves) > 1 else None)
@@ -188,9 +219,10 @@ def _build(captured: Capture, examples: list[torch.Tensor], output: str | int | 
     params = {name: _to_jax(weights[name]) for name in captured.param_names}
 
     out_shape = tuple(leaves[index].value.shape)
-    if len(out_shape) == 0 or out_shape[0] != 1:
+    if len(out_shape) == 0 or out_shape[0] != batch_size:
+        rows = "one row" if batch_size == 1 else f"{batch_size} rows"
         raise ConversionError(
-            f"for a batch of one row the model returns shape {out_shape}"
+            f"for a batch of {rows} the model returns shape {out_shape}"
             + (f" for output {leaves[index].name!r}" if len(leaves) > 1 else "")
             + "; xshap needs outputs whose leading axis is the batch axis"
         )
@@ -204,6 +236,7 @@ def _build(captured: Capture, examples: list[torch.Tensor], output: str | int | 
         capture=captured,
         output_name=leaves[index].name if len(leaves) > 1 else None,
         output_index=index if len(leaves) > 1 else None,
+        batch_size=batch_size,
     )
 
 

@@ -10,6 +10,7 @@ layer that mixes the rows, never converted silently wrong.
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -200,3 +201,39 @@ def _rows_match(together, alone: list, rtol: float) -> bool:
             if all(isinstance(a, (tuple, list)) and len(a) > i for a in alone)
         )
     return True
+
+
+def check_saved_rows_independent(
+    program, examples: Sequence[torch.Tensor], batch_size: int, max_rows: int = 4, rtol: float = 1e-4, leaf: int = 0
+) -> None:
+    """A saved program (no module to hook) must compute each row of its batch alone.
+
+    Runs the program's graph on a batch of different example rows and, for each of the first rows, on a batch
+    filled with that row alone; refuses if a row's output differs. ``batch_size`` is the program's static
+    batch (1 for a dynamic batch, run here on up to ``max_rows`` rows). Needs two different rows.
+    """
+    examples = probe_rows([x[:max_rows] for x in examples])  # two different rows at least, whatever the background
+    distinct = min(int(x.shape[0]) for x in examples)
+    rows = batch_size if batch_size > 1 else min(distinct, max_rows)
+    if distinct < 2 or rows < 2:
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning)  # torch's own pytree deprecations
+        module = program.module()
+    batch = [repeat_rows(x, rows) for x in examples]
+    with torch.no_grad():
+        together = _leaf(module(*batch), leaf)
+        for i in range(min(rows, distinct, max_rows)):
+            fill = [x[i : i + 1].expand(batch_size, *x.shape[1:]) for x in examples]
+            alone = _leaf(module(*fill), leaf)[:1]
+            if not _close(together[i : i + 1], alone, rtol):
+                raise BatchDependenceError(
+                    f"the saved program's output for row {i} of a batch of {rows} differs from its output for that "
+                    "row alone: its rows see each other (a softmax, mean or norm over the batch axis). DeepSHAP "
+                    "explains each row on its own, so xshap refuses to explain it."
+                )
+
+
+def repeat_rows(x: torch.Tensor, rows: int) -> torch.Tensor:
+    """``rows`` rows taken from ``x`` in turn (its first rows, then again from the start)."""
+    return x[torch.arange(rows) % int(x.shape[0])]

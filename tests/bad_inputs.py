@@ -257,11 +257,73 @@ def _evil_pt2(path: Path) -> None:
             zout.writestr(item, data)
 
 
-def _batched_pt2():
+def _pt2_other_rows():
     import xshap
 
     program = torch.export.export(_mlp(), (torch.from_numpy(X),))
+    return xshap.DeepExplainer(program, BG[:, :3]).shap_values(X[:, :3])
+
+
+def _pt2_rows_see_each_other():
+    import xshap
+
+    program = torch.export.export(_BatchSoftmax().eval(), (torch.from_numpy(X),))  # a static batch of 3 rows
     return xshap.DeepExplainer(program, BG).shap_values(X)
+
+
+def _crafted_pt2(build: Callable[[bytes, Path], bytes]) -> Callable[[Path], None]:
+    """A .pt2 file made by ``build(clean archive, marker path)`` (tests/attacks.py)."""
+
+    def write(path: Path) -> None:
+        from tests import attacks
+
+        path.write_bytes(build(attacks.clean_program(), path.with_name("ran")))
+
+    return write
+
+
+def _attack(name: str, *args) -> Callable[[bytes, Path], bytes]:
+    def build(clean: bytes, marker: Path) -> bytes:
+        from tests import attacks
+
+        return getattr(attacks, name)(clean, *(marker if a is _MARKER else a for a in args))
+
+    return build
+
+
+_MARKER = object()
+
+
+def _non_aten_target(clean: bytes, marker: Path) -> bytes:
+    from tests import attacks
+
+    def edit(document):
+        node = {"target": "torch.os.system", "inputs": [], "outputs": [], "metadata": {}, "name": "evil"}
+        document["graph_module"]["graph"]["nodes"].insert(0, node)
+
+    return attacks.modified(clean, program=edit)
+
+
+def _expression(clean: bytes, marker: Path) -> bytes:
+    from tests import attacks
+
+    return attacks.expression_injection(attacks.clean_program(dynamic=True), marker)
+
+
+def _bomb(clean: bytes, marker: Path) -> bytes:
+    from tests import attacks
+
+    return attacks.bomb_program(clean, 2 << 30)
+
+
+def _npy_lies(path: Path) -> None:
+    from tests import attacks
+
+    path.write_bytes(attacks.npy_header((1000, 16)) + b"\0" * 64)
+
+
+def _sparse_pt(path: Path) -> None:
+    torch.save(torch.zeros(3, 4).to_sparse(), path)
 
 
 def _attribute(**kwargs):
@@ -437,12 +499,72 @@ CASES = [
     ),
     Case("a .npy file holding objects", lambda: _cli_file(_evil_npy, ".npy"), "UnsafeFileError", "allow_pickle"),
     Case(
-        "a .pt2 archive with a pickled object inside",
+        "a .pt2 archive with a pickled object as its sample inputs",
         lambda: _cli_file(_evil_pt2, ".pt2"),
         "UnsafeFileError",
-        "would unpickle arbitrary objects",
+        r"sample_inputs/model.pt\): not loadable with torch.load\(weights_only=True\)",
     ),
-    Case("a .pt2 exported for a batch of several rows", _batched_pt2, "ConversionError", "exported for ONE row"),
+    Case(
+        "a .pt2 with AOTInductor compiled code (a shared library)",
+        lambda: _cli_file(_crafted_pt2(_attack("aoti_library", b"\x7fELF")), ".pt2"),
+        "UnsafeFileError",
+        "AOTInductor compiled code",
+    ),
+    Case(
+        "a .pt2 with a second program and a pickled weight",
+        lambda: _cli_file(_crafted_pt2(_attack("second_program", _MARKER)), ".pt2"),
+        "UnsafeFileError",
+        "a second program",
+    ),
+    Case(
+        "a .pt2 weight that torch would unpickle (use_pickle)",
+        lambda: _cli_file(_crafted_pt2(_attack("pickled_weight", _MARKER)), ".pt2"),
+        "UnsafeFileError",
+        "weights_only=False",
+    ),
+    Case(
+        "a .pt2 whose graph calls a Python function",
+        lambda: _cli_file(_crafted_pt2(_non_aten_target), ".pt2"),
+        "UnsafeFileError",
+        "neither an ATen operator",
+    ),
+    Case(
+        "a .pt2 whose symbolic size is Python code",
+        lambda: _cli_file(_crafted_pt2(_expression), ".pt2"),
+        "UnsafeFileError",
+        "size expression",
+    ),
+    Case(
+        "a .pt2 with two ZIP64 end records (two archives in one file)",
+        lambda: _cli_file(_crafted_pt2(_attack("ambiguous_zip64", _MARKER)), ".pt2"),
+        "UnsafeFileError",
+        "two end records",
+    ),
+    Case(
+        "a .pt2 entry inflating to 2 GiB (a decompression bomb)",
+        lambda: _cli_file(_crafted_pt2(_bomb), ".pt2"),
+        "FileTooLargeError",
+        "over the limit",
+    ),
+    Case(
+        "a .npy header claiming more data than the file holds",
+        lambda: _cli_file(_npy_lies, ".npy"),
+        "UnsafeFileError",
+        "the file holds 64",
+    ),
+    Case("a .pt holding a sparse tensor", lambda: _cli_file(_sparse_pt, ".pt"), "UnsafeFileError", "sparse tensor"),
+    Case(
+        "a .pt2 whose rows see each other in its batch",
+        _pt2_rows_see_each_other,
+        "BatchDependenceError",
+        "rows see each other",
+    ),
+    Case(
+        "a .pt2 exported for rows of another shape than the background's",
+        _pt2_other_rows,
+        "ConversionError",
+        "rows given have shape",
+    ),
 ]
 
 

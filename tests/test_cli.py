@@ -75,12 +75,20 @@ def in_process(workdir, monkeypatch, capsys):
     return run
 
 
+def check_help() -> str:
+    return cli.build_parser()._subparsers._group_actions[0].choices["check"].format_help()
+
+
 def test_help_documents_model_forms_and_exit_codes():
-    text = cli.build_parser()._subparsers._group_actions[0].choices["check"].format_help()
+    text = check_help()
     for needle in (".pt2", "package.module:factory", "--background", "--inputs", "--html", "--json", "weights_only"):
         assert needle in text
-    for code in ("0 references agree", "1 a reference is incomplete", "2 bad input"):
-        assert code in " ".join(text.split())
+    for needle in ("dynamic batch", "static batch", "--max-bytes", "untrusted"):
+        assert needle in text
+    flat = " ".join(text.split())
+    assert [e.code for e in cli.EXIT_CODES] == [0, 1, 2, 3]
+    for row in cli.EXIT_CODES:
+        assert f"{row.code} {row.meaning}" in flat, row
 
 
 @pytest.mark.parametrize(
@@ -149,7 +157,7 @@ def test_saved_program_of_each_seed_net(workdir, in_process, seed, name, code, k
         (["Sequential.pt2", "-b", "bg.npy", "-x", "wrong.npy"], "rows of shape"),
         (["Sequential.pt2", "-b", "bg.npy", "-x", "objects.npy"], "allow_pickle"),
         (["Sequential.pt2", "-b", "bg.npy", "-x", "x.txt"], "unknown data file type"),
-        (["evil.pt2", "-b", "bg.npy", "-x", "x.npy"], "not a torch.export archive"),
+        (["evil.pt2", "-b", "bg.npy", "-x", "x.npy"], "not a ZIP archive"),
     ],
 )
 def test_bad_input_exits_2_with_the_problem_named(workdir, in_process, args, needle):

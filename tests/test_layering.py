@@ -15,7 +15,16 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-APPLICATION = ("xshap.cli", "xshap.demo", "xshap.seed", "xshap.loading", "xshap.captum", "xshap.__main__")
+APPLICATION = (
+    "xshap.cli",
+    "xshap.demo",
+    "xshap.seed",
+    "xshap.loading",
+    "xshap.files",
+    "xshap.factory",
+    "xshap.captum",
+    "xshap.__main__",
+)
 
 # package prefix -> what no module under it may import (by module-name prefix)
 FORBIDDEN = {

@@ -1,36 +1,85 @@
 """The command line: ``xshap demo`` (the seed reproduction) and ``xshap check`` (a cross-check gate).
 
-``xshap check`` exit codes, so it can gate a research pipeline in CI:
-  0  every reference agrees with xshap (AGREE, or RULE_DIFFERENCE: complete, with a known rule of its own)
-  1  a reference is incomplete, disagrees, or raised (for a saved .pt2: the graph shows a culprit that
-     would make one incomplete)
-  2  bad input: a file that cannot be read or is unsafe to load, a model that cannot be converted
-  3  an error inside xshap, its own attributions failing to add up included (a bug: please report it)
+``xshap check`` exits with one of the codes in ``EXIT_CODES`` (printed by ``xshap check --help``, and the table
+in the README), so it can gate a research pipeline in CI. Model and data files are read as untrusted data
+(``xshap.files``); a ``package.module:factory`` MODEL is the user's own code (``xshap.factory``).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 EXIT_AGREE, EXIT_REFERENCE, EXIT_BAD_INPUT, EXIT_XSHAP_BUG = 0, 1, 2, 3
 FAILING_VERDICTS = ("REFERENCE_INCOMPLETE", "DISAGREE", "REFERENCE_ERROR")
 
-CHECK_EPILOG = """\
-MODEL is either
-  a .pt2 file written by torch.export.save for ONE row:  torch.export.save(torch.export.export(model, (x[:1],)), "m.pt2")
-      shap and Captum hook nn.Module objects, which a saved program no longer has: they are not run; the
-      culprits read from the graph say whether they would break on the original module;
-  or package.module:factory, a callable that returns the torch.nn.Module (imported from the current
-      directory and sys.path); shap and Captum are run on it.
-BG and X are .npy files (plain arrays, no pickles) or .pt files (a tensor or a list of tensors, loaded
-with weights_only=True); rows on the leading axis.
 
-exit codes: 0 references agree with xshap; 1 a reference is incomplete, disagrees or raised (or, for a
-.pt2, would be); 2 bad input; 3 an error inside xshap (a bug; its own sum failing included).
+@dataclass(frozen=True)
+class ExitCode:
+    code: int
+    meaning: str
+
+
+EXIT_CODES = (
+    ExitCode(
+        EXIT_AGREE,
+        "the report was printed and says every reference agrees with xshap (AGREE, or RULE_DIFFERENCE: complete, "
+        "with a known rule of its own); for a .pt2: no culprit in its graph",
+    ),
+    ExitCode(
+        EXIT_REFERENCE,
+        "a reference is incomplete, disagrees or raised (for a .pt2: its graph shows a culprit that would make "
+        "one incomplete)",
+    ),
+    ExitCode(
+        EXIT_BAD_INPUT,
+        "bad input, with a message saying what: a model or data file that cannot be read or is refused (unsafe, "
+        "ambiguous, larger than --max-bytes); a MODEL spec that is malformed, or whose import or factory fails in "
+        "any way; SystemExit, KeyboardInterrupt or another BaseException from the model's code; a model that "
+        "cannot be converted, overflows (NaN/Inf) on the data, or whose ill-conditioned rows cannot be recomputed "
+        "in float64; bad options, or a report file that cannot be written",
+    ),
+    ExitCode(
+        EXIT_XSHAP_BUG,
+        "an error inside xshap, its own attributions failing to add up included (a bug: please report it)",
+    ),
+)
+
+
+def exit_code_table(markdown: bool = False) -> str:
+    """The exit codes as a table: plain text for ``--help``, markdown for the README (a test compares them)."""
+    if markdown:
+        return "\n".join(["| exit code | meaning |", "|---|---|"] + [f"| {e.code} | {e.meaning} |" for e in EXIT_CODES])
+    import textwrap
+
+    return "\n".join(
+        textwrap.fill(e.meaning, width=110, initial_indent=f"  {e.code}  ", subsequent_indent="     ")
+        for e in EXIT_CODES
+    )
+
+
+CHECK_EPILOG = f"""\
+MODEL is either
+  a .pt2 file written by torch.export.save, exported for one row, for a dynamic batch or for a static batch
+      of k rows:  torch.export.save(torch.export.export(model, (x[:1],)), "m.pt2")
+      (a dynamic batch is specialised to one row; a batch of k rows runs k rows at a time, its rows checked
+      to be independent). shap and Captum hook nn.Module objects, which a saved program no longer has: they
+      are not run; the culprits read from the graph say whether they would break on the original module;
+  or package.module:factory, a callable that returns the torch.nn.Module (imported from the current
+      directory and sys.path); shap and Captum are run on it. A factory is code: it runs as you.
+BG and X are .npy files (plain numeric arrays, no pickles) or .pt files (a tensor or a list of tensors,
+loaded with weights_only=True; bfloat16 becomes float32); rows on the leading axis.
+
+Files are read as untrusted data: a .pt2 or .pt must have exactly the layout torch writes (no pickled
+objects, compiled code, extra programs, ambiguous ZIP structure), and no file may make xshap allocate more
+than --max-bytes; torch only ever reads an archive rebuilt from the checked entries.
+
+exit codes:
+{exit_code_table()}
 """
 
 
@@ -63,10 +112,18 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--feature-names", metavar="NAMES", help="comma-separated feature names (for the HTML plots)")
     check.add_argument("--rows", type=int, default=12, help="per-sample rows to print (default 12)")
     check.add_argument("--quiet", "-q", action="store_true", help="print only the verdict line")
+    check.add_argument(
+        "--max-bytes",
+        metavar="SIZE",
+        default="1GiB",
+        help="the most memory one file may make xshap allocate (an archive's entries inflated, an array, the "
+        "tensors built): bytes or 512MiB, 2GiB ... (default 1GiB)",
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a command; its exit code (for ``check``: one of ``EXIT_CODES``)."""
     args = build_parser().parse_args(argv)
     if args.command == "demo":
         from xshap.demo import run_demo
@@ -76,68 +133,88 @@ def main(argv: list[str] | None = None) -> int:
     return run_check(args)
 
 
-def load_model(spec: str):
+def load_model(spec: str, limits=None):
     """A saved program (.pt2) or the module a ``package.module:factory`` callable returns."""
-    from xshap.errors import InputError
-
     if spec.endswith(".pt2") or Path(spec).is_file():
         from xshap.loading import load_program
 
-        return load_program(spec)
-    module_name, _, attribute = spec.partition(":")
-    if not module_name or not attribute:
-        raise InputError(f"MODEL {spec!r} is neither a .pt2 file nor package.module:factory")
-    if "" not in sys.path:
-        sys.path.insert(0, "")  # the current directory, as `python -m` would have it
-    try:
-        factory = getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError) as error:
-        raise InputError(f"cannot import {spec!r}: {type(error).__name__}: {error}") from error
-    import torch
+        return load_program(spec, limits)
+    from xshap.factory import model_from_factory
 
-    try:
-        model = factory() if not isinstance(factory, torch.nn.Module) else factory
-    except Exception as error:  # whatever the user's factory raises is a problem of the input
-        raise InputError(f"{spec!r} raised {type(error).__name__}: {error}") from error
-    if not isinstance(model, torch.nn.Module):
-        raise InputError(f"{spec!r} returned a {type(model).__name__}, not a torch.nn.Module")
-    return model
+    return model_from_factory(spec)  # refuses a malformed spec with the reason
+
+
+def failure_code(error: BaseException) -> int:
+    """The exit code for an error that ended the check: 2 for anything the user can fix, 3 for xshap's own."""
+    from xshap.errors import InputError, NoRuleError, PrecisionError, XShapIncompleteError
+
+    if isinstance(error, XShapIncompleteError):
+        return EXIT_XSHAP_BUG
+    if not isinstance(error, Exception):  # SystemExit, KeyboardInterrupt ... from the model's code, or a Ctrl-C
+        return EXIT_BAD_INPUT
+    converters = sys.modules.get("converters")  # imported by then if the error can be one of its
+    if converters is not None and isinstance(error, converters.ConversionError):
+        return EXIT_BAD_INPUT
+    if isinstance(error, (InputError, NoRuleError, PrecisionError, ValueError, OSError, MemoryError)):
+        return EXIT_BAD_INPUT
+    return EXIT_XSHAP_BUG
+
+
+def _describe_failure(error: BaseException) -> str:
+    from xshap.factory import describe
+
+    if isinstance(error, MemoryError):
+        return f"out of memory ({error}): the model or the data are too large for this machine"
+    if not isinstance(error, Exception):
+        return f"the check was stopped by {describe(error)} (raised by the model's code, or an interrupt)"
+    return f"{type(error).__name__}: {error}"
+
+
+def _load_inputs(args: argparse.Namespace):
+    """The model and the data, with the notes loading them gave (bfloat16 converted ...)."""
+    from xshap.files import parse_size
+    from xshap.loading import Limits, load_array
+
+    limits = Limits(parse_size(args.max_bytes))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        background, X = load_array(args.background, limits), load_array(args.inputs, limits)  # cheap ones first
+        model = load_model(args.model, limits)
+    for warning in caught:
+        print(f"xshap check: note: {warning.message}", file=sys.stderr)
+    return model, background, X
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from converters import ConversionError
-    from xshap.errors import InputError, NoRuleError, XShapIncompleteError
-    from xshap.loading import load_array
-
+    """Load, cross-check, report. Exit 0 only once the report saying every reference agrees was printed."""
     try:
-        model = load_model(args.model)
-        background, X = load_array(args.background), load_array(args.inputs)
-        references = None
-        if args.references is not None:
-            references = [] if args.references.strip() == "none" else [r.strip() for r in args.references.split(",")]
-        names = [n.strip() for n in args.feature_names.split(",")] if args.feature_names else None
-        from xshap.check.crosscheck import crosscheck
+        return _check(args)
+    except BaseException as error:  # noqa: BLE001 - every way the check can end must give a documented code
+        code = failure_code(error)
+        label = "bad input" if code == EXIT_BAD_INPUT else "internal error"
+        print(f"xshap check: {label}: {_describe_failure(error)}", file=sys.stderr)
+        return code
 
-        report = crosscheck(model, background, X, references=references, rules=args.rules, feature_names=names)
-    except XShapIncompleteError as error:
-        print(f"xshap check: internal error: {error}", file=sys.stderr)
-        return EXIT_XSHAP_BUG
-    except (InputError, ConversionError, NoRuleError, ValueError, OSError) as error:
-        print(f"xshap check: bad input: {type(error).__name__}: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except Exception as error:  # never exit 1 (the verdict code) on an unexpected error
-        print(f"xshap check: internal error: {type(error).__name__}: {error}", file=sys.stderr)
-        return EXIT_XSHAP_BUG
 
+def _check(args: argparse.Namespace) -> int:
+    model, background, X = _load_inputs(args)
+    references = None
+    if args.references is not None:
+        references = [] if args.references.strip() == "none" else [r.strip() for r in args.references.split(",")]
+    names = [n.strip() for n in args.feature_names.split(",")] if args.feature_names else None
+    from xshap.check.crosscheck import crosscheck
+
+    report = crosscheck(model, background, X, references=references, rules=args.rules, feature_names=names)
     code = exit_code(report)
+    record = json.dumps(report_json(report, code), indent=2) if args.json else None
     if not args.quiet:
         print(report.to_text(max_rows=args.rows))
         print()
-    print(f"xshap check: {verdict_line(report)} -> exit {code}")
-    if args.html:
+    if args.html:  # a path that cannot be written raises OSError: a bad option, exit 2, no verdict claimed
         report.save_html(args.html)
-    if args.json:
-        Path(args.json).write_text(json.dumps(report_json(report, code), indent=2), encoding="utf-8")
+    if record is not None:
+        Path(args.json).write_text(record, encoding="utf-8")
+    print(f"xshap check: {verdict_line(report)} -> exit {code}")
     return code
 
 

@@ -184,7 +184,7 @@ def wrap_model(model, background: list[np.ndarray], output: str | int | None = N
 
 def _row_function(converted) -> Callable:
     def torch_fn(params, *rows):
-        return _flat_row(converted.graph(params, *(r[None] for r in rows))[0])
+        return _flat_row(converted.apply_row(params, *rows))  # a program of k rows: the row in every slot
 
     return torch_fn
 

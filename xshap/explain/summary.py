@@ -171,7 +171,7 @@ def summary(converted, rules: str = "complete", model_name: str | None = None) -
     from xshap.engine.transform import DeepLift
 
     def fn(params, *rows):
-        return jnp.reshape(converted.graph(params, *(r[None] for r in rows))[0], (-1,))
+        return jnp.reshape(converted.apply_row(params, *rows), (-1,))
 
     examples = [np.zeros(shape, dtype=dtype) for shape, dtype in zip(converted.input_shapes, converted.input_dtypes)]
     deeplift = DeepLift(fn, converted.params, examples, module_scopes(rules, converted))
