@@ -15,7 +15,13 @@ from converters.export import Capture, capture, capture_saved, weights_of
 from converters.graph import GraphFunction
 from converters.independence import check_batch_statistics_modules, check_rows_independent
 from converters.provenance import Provenance
-from converters.validate import ValidationReport, compare_layers, relative_difference, torch_node_values
+from converters.validate import (
+    FLOAT32_RTOL,
+    ValidationReport,
+    needs_float64_recheck,
+    recheck_in_float64,
+    side_by_side,
+)
 
 
 def _as_tuple(inputs) -> tuple:
@@ -74,37 +80,29 @@ class Converted:
         return list(self.provenance.values())
 
     # -- self-check -------------------------------------------------------------------------------------
-    def validate(self, *inputs, rtol: float | None = None, max_rows: int = 16) -> ValidationReport:
+    def validate(
+        self, *inputs, rtol: float | None = None, max_rows: int = 16, recheck_float64: bool = True
+    ) -> ValidationReport:
         """Run the exported torch graph and the JAX function side by side on the same rows.
 
         Reports, per layer (module path and call), the largest relative difference of the values its
-        ops produce, and names the first layer that diverges beyond ``rtol``.
+        ops produce, and names the first layer that diverges beyond ``rtol``. A float32 model whose float32
+        differences exceed ``rtol`` is compared again in float64 (``recheck_float64``), where rounding vanishes
+        and a conversion error does not; ``report.decided_by`` says which comparison decided.
         """
         tensors = [torch.as_tensor(np.asarray(x))[:max_rows] for x in inputs]
         n_rows = int(tensors[0].shape[0])
         if rtol is None:
-            rtol = 1e-10 if tensors[0].dtype == torch.float64 and jax.config.jax_enable_x64 else 1e-5
+            rtol = 1e-10 if tensors[0].dtype == torch.float64 and jax.config.jax_enable_x64 else FLOAT32_RTOL
         program = self.capture.program
-        weights = [w for w in weights_of(program).values()]
-        torch_values, torch_outputs = [], []
-        for i in range(n_rows):
-            values, out = torch_node_values(program, weights, [t[i : i + 1] for t in tensors])
-            torch_values.append(values)
-            torch_outputs.append(out[0] if isinstance(out, (tuple, list)) else out)
-
-        def traced(*rows):
-            record: dict = {}
-            self.graph(self.params, *(r[None] for r in rows), record=record)
-            return {k: v[0] for k, v in record.items() if isinstance(v, jax.Array) and v.ndim > 0 and v.shape[0] == 1}
-
-        jax_values = jax.vmap(traced)(*(jnp.asarray(t.numpy()) for t in tensors))
-        for values in torch_values:  # compare like with like: drop the batch axis of one
-            for k, v in list(values.items()):
-                values[k] = v[0] if isinstance(v, torch.Tensor) and v.ndim > 0 and v.shape[0] == 1 else None
-        layers = compare_layers(self.provenance, torch_values, jax_values, rtol)
-        expected = np.concatenate([o.detach().numpy() for o in torch_outputs])
-        output_diff = relative_difference(np.asarray(self(*tensors)), expected)
-        return ValidationReport(layers, rtol, output_diff, n_rows)
+        weights = weights_of(program)
+        layers, output_diff = side_by_side(
+            program, list(weights.values()), self.graph, self.params, self.provenance, tensors, rtol
+        )
+        report = ValidationReport(layers, rtol, output_diff, n_rows)
+        if recheck_float64 and needs_float64_recheck(report, tensors, list(weights.values())):
+            report = recheck_in_float64(report, program, weights, self.graph, self.provenance, tensors)
+        return report
 
 
 def from_torch(model: torch.nn.Module, example_inputs) -> Converted:
