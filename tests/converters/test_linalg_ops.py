@@ -1,7 +1,7 @@
 """Forward checks of the norms (converters/ops/linalg.py) and of addcmul / addcdiv / lerp (arithmetic.py):
 converted JAX forward == torch forward within 1e-5, and layer by layer. Each case checks one op's variants side
 by side: every ``ord`` / ``p`` (1, 2, inf, -inf, 0, fractional, negative, 3), one axis, several, none, keepdim
-both ways, a dtype argument, complex inputs, and zero rows (the norm of 0)."""
+both ways, a dtype argument, complex inputs, and rows of zeros (the norm of 0)."""
 
 from __future__ import annotations
 
@@ -67,10 +67,13 @@ CASES = {
         v3(h).norm(dim=-1, keepdim=True),
         rows(torch.norm)(h),
     ],
-    "normalize": lambda h: [
+    "normalize_and_zero_rows": lambda h: [
         F.normalize(v3(h), dim=-1),
         F.normalize(v3(h), p=1, dim=1),
         F.normalize(v3(h) * (h[:, :4] > 0).unsqueeze(1), dim=-1),  # some rows of zeros: eps clamps the norm
+        F.normalize(0 * v3(h), dim=-1),  # the norm of 0 is 0, never NaN
+        torch.norm(0 * h, dim=-1),
+        torch.linalg.vector_norm(0 * h, 0.5, -1),
     ],
     "linalg_norm": lambda h: [
         torch.linalg.norm(v3(h), dim=-1),
@@ -119,15 +122,6 @@ CASES = {
 def test_op_matches_torch(name):
     torch.manual_seed(0)
     assert_converts(Lambda(CASES[name]), torch.randn(4, 12))
-
-
-def test_norm_of_a_zero_row():
-    """The 2-norm, p-norms and normalize at an all-zero row: 0 (and F.normalize's 0), never NaN."""
-    torch.manual_seed(0)
-    model = Lambda(
-        lambda h: [F.normalize(0 * v3(h), dim=-1), torch.norm(0 * h, dim=-1), torch.linalg.vector_norm(0 * h, 0.5, -1)]
-    )
-    assert_converts(model, torch.randn(3, 12))
 
 
 def test_registered_names():

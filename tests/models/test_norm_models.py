@@ -1,19 +1,15 @@
 """Models built on vector norms: a ConvNeXt-V2 block with GlobalResponseNorm (``torch.norm`` over the spatial
-axes, and the ``addcmul`` form timm writes it in), a ScaleNorm head and a cosine classifier (``F.normalize`` of
-the features and of the class weights).
+axes, and the ``addcmul`` form timm writes it in), and a ScaleNorm layer feeding a cosine classifier
+(``F.normalize`` of the features and of the class weights).
 
 For each, against torch's own forward: the conversion matches layer by layer, and xshap's DeepSHAP values are
-complete in float32 and float64 (``DeepExplainer.explain`` raises ``XShapIncompleteError`` otherwise; the gaps are
-recomputed here from torch's f). The first layers have no bias and the background holds an all-zero row, so on
-that reference every norm is exactly 0, where the norm's derivative is infinite: the values must stay finite and
-complete there.
+complete (``DeepExplainer.explain`` raises ``XShapIncompleteError`` otherwise; the gaps are recomputed here from
+torch's f). The GRN block's stem has no bias and its background holds an all-zero row, so on that reference every
+norm is exactly 0, where the norm's derivative is infinite: the values must stay finite and complete there.
 """
 
 from __future__ import annotations
 
-import copy
-
-import jax
 import numpy as np
 import pytest
 import torch
@@ -63,68 +59,80 @@ class ConvNeXtV2Block(nn.Module):
         return self.head(x.mean(dim=(2, 3)))
 
 
-class ScaleNormHead(nn.Module):
-    """ScaleNorm (Nguyen & Salazar 2019): g * x / max(||x||, eps) with one learned scale g, between two Linears."""
+class ScaleNorm(nn.Module):
+    """ScaleNorm (Nguyen & Salazar 2019): g * x / max(||x||, eps) with one learned scale g."""
 
     def __init__(self, eps: float = 1e-5):
         super().__init__()
-        self.fc = nn.Linear(10, 16, bias=False)
         self.g = nn.Parameter(torch.tensor(4.0))
-        self.head = nn.Linear(16, 3)
         self.eps = eps
 
     def forward(self, x):
-        h = torch.tanh(self.fc(x))
-        h = self.g * h / torch.norm(h, dim=-1, keepdim=True).clamp(min=self.eps)
-        return self.head(h)
+        return self.g * x / torch.norm(x, dim=-1, keepdim=True).clamp(min=self.eps)
 
 
 class CosineClassifier(nn.Module):
     """Logits = s * cos(features, class weight): F.normalize of both (a weight-normalised head)."""
 
-    def __init__(self):
+    def __init__(self, features: int = 12, classes: int = 3, s: float = 8.0):
         super().__init__()
-        self.fc = nn.Linear(10, 16, bias=False)
-        self.weight = nn.Parameter(torch.randn(3, 16))
-        self.s = 8.0
+        self.weight = nn.Parameter(torch.randn(classes, features))
+        self.s = s
 
-    def forward(self, x):
-        h = F.relu(self.fc(x))
+    def forward(self, h):
         return self.s * F.normalize(h, dim=-1) @ F.normalize(self.weight, dim=-1).T
 
 
-def _data(shape, seed=0, n_bg=6, n_x=3):
+class NormalizedHeads(nn.Module):
+    """Linear -> tanh -> ScaleNorm -> Linear -> ReLU -> cosine classifier: both heads in one model."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(10, 16, bias=False)
+        self.scalenorm = ScaleNorm()
+        self.fc2 = nn.Linear(16, 12, bias=False)
+        self.cosine = CosineClassifier()
+
+    def forward(self, x):
+        return self.cosine(F.relu(self.fc2(self.scalenorm(torch.tanh(self.fc(x))))))
+
+
+def _data(shape, zero_row: bool, seed=0, n_bg=6, n_x=3):
     g = torch.Generator().manual_seed(seed)
     background, X = torch.randn(n_bg, *shape, generator=g), torch.randn(n_x, *shape, generator=g)
-    background[0] = 0  # every norm of this reference is 0
+    if zero_row:
+        background[0] = 0  # every norm of this reference is 0
     return background, X
 
 
-def _case(make, shape):
+def _case(make, shape, zero_row):
     def build():
         torch.manual_seed(0)
-        return make().eval(), *_data(shape)
+        return make().eval(), *_data(shape, zero_row)
 
     return build
 
 
+# GRN's norms are 0 on a zero reference (sqrt at 0, infinite slope); ScaleNorm's and F.normalize's 1/max(|x|, eps)
+# would be 1/eps there, where the exact product split gives complete but huge, cancelling terms (README,
+# Tolerances): their background has no zero row.
 CASES = {
-    "grn": _case(ConvNeXtV2Block, (2, 4, 4)),
-    "grn_addcmul": _case(lambda: ConvNeXtV2Block(fused=True), (2, 4, 4)),
-    "scalenorm": _case(ScaleNormHead, (10,)),
-    "cosine_normalize": _case(CosineClassifier, (10,)),
+    "grn": _case(ConvNeXtV2Block, (2, 4, 4), zero_row=True),
+    "grn_addcmul": _case(lambda: ConvNeXtV2Block(fused=True), (2, 4, 4), zero_row=True),
+    "scalenorm_cosine": _case(NormalizedHeads, (10,), zero_row=False),
 }
 
 
 def assert_complete(attribution, model, background, X):
-    """sum(phi) == f(x) - E f with f torch's own, within xshap's stated tolerance (which includes the rounding of
-    large terms that cancel: the exact product split against the zero reference multiplies by 1/eps there)."""
+    """sum(phi) == f(x) - E f with f torch's own, within xshap's stated tolerance, whose rounding term (16 eps
+    sum |phi|) stays below its relative term here: no large terms cancel, the check means what it says."""
     outputs, expected = torch_f(model, background, X)
     n, n_out = outputs.shape
     total = sum(v.reshape(n, n_out, -1).sum(axis=2) for v in attribution.values)
     assert all(np.all(np.isfinite(v)) for v in attribution.values)
     gaps = total - (outputs - expected)
     assert np.all(np.abs(gaps) <= attribution.tolerance), (np.abs(gaps).max(), attribution.tolerance.min())
+    assert np.all(attribution.tolerance <= 2e-4 * np.maximum(1, np.maximum(np.abs(outputs), np.abs(expected))))
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +147,7 @@ def explained():
     return Lazy(run)
 
 
-@pytest.mark.parametrize("name", ["grn_addcmul", "scalenorm", "cosine_normalize"])
+@pytest.mark.parametrize("name", ["grn_addcmul", "scalenorm_cosine"])
 def test_conversion_matches_torch_and_xshap_is_complete_in_float32(explained, name):
     model, background, X, explainer, attribution = explained[name]
     converted = explainer.model.converted
@@ -155,16 +163,6 @@ def test_grn_as_the_paper_writes_it_converts():
     converted = converters.from_torch(model, X)
     assert "addcmul" not in {p.op.split(".")[1] for p in converted.ops}
     assert converted.validate(torch.cat([X, background])).ok
-
-
-def test_scalenorm_against_the_zero_reference_is_complete_in_float64():
-    """In float64 the 1/eps terms of the zero reference cancel to within 1e-9 of the output."""
-    model, background, X = CASES["scalenorm"]()
-    model, background, X = copy.deepcopy(model).double(), background.double(), X.double()
-    with jax.enable_x64(True):
-        attribution = xshap.DeepExplainer(model, background).explain(X)
-    assert np.max(attribution.tolerance) < 1e-8
-    assert_complete(attribution, model, background, X)
 
 
 def test_culprits_name_the_norm_and_the_products(explained):

@@ -3,12 +3,12 @@
 A long convolution computes y = irfft(rfft(u, 2L) * rfft(k, 2L))[:L]: linear in the signal u when the filter k
 is a weight, bilinear when k is computed from the input too. Checked, against torch's own forward:
 - the conversion (layer by layer) and completeness, in float32 and float64;
-- with a weight filter and no nonlinearity, the model is linear: DeepSHAP's values are exactly
-  J (x - E[background]) with J torch's own Jacobian (so the FFT's linear rule, the complex product with a constant
-  filter and the real parts are right, not only complete);
+- with a weight filter plus a learned complex spectrum and no nonlinearity, the model is linear: DeepSHAP's values
+  are exactly J (x - E[background]) with J torch's own Jacobian (so the FFT's linear rule, the complex product with
+  a constant filter and the real parts are right, not only complete);
 - with an input-dependent filter (a complex product of two input-dependent spectra): the attributions equal those
-  of the same model written as a circular convolution in the time domain (a real bilinear product), which they
-  must since the FFT is linear and the two-player split is the same on both sides;
+  of the same model written as a convolution in the time domain (a real bilinear product), which they must since
+  the FFT is linear and the two-player split is the same on both sides;
 - |rfft(x)| and |rfft(x)|^2 with zero rows in the background and among the explained rows (the magnitude at 0,
   where sqrt has an infinite slope): finite and complete.
 """
@@ -30,8 +30,9 @@ L = 12  # signal length; the FFT is 2L long (a linear, not circular, convolution
 
 
 class LongConv(nn.Module):
-    """proj -> FFT convolution with a filter -> (ReLU) -> head. ``filter``: "weight" (a parameter),
-    "input" (tanh of a Linear of the input: a bilinear product) or "complex" (a learned complex spectrum)."""
+    """proj -> FFT convolution with a filter -> (ReLU) -> head. ``filter``: "weight" (a parameter), "input" (tanh
+    of a Linear of the input: a bilinear product), "complex" (a learned complex spectrum) or "weight+complex" (the
+    sum of the first and the third)."""
 
     def __init__(self, filter: str = "weight", relu: bool = True, time_domain: bool = False):
         super().__init__()
@@ -46,16 +47,17 @@ class LongConv(nn.Module):
 
     def forward(self, x):
         u = self.proj(x)
-        if self.filter == "complex":
+        y = 0
+        if "complex" in self.filter:
             y = torch.fft.irfft(torch.fft.rfft(u, n=2 * L) * self.spectrum, n=2 * L, norm="ortho")[..., :L]
-        else:
+        if "weight" in self.filter or self.filter == "input":
             k = torch.tanh(self.gate(x)) if self.filter == "input" else self.kernel.expand_as(u)
             if self.time_domain:  # y_t = sum_s u_s k_(t - s): causal, only non-negative lags (zero padding)
                 lags = torch.where(self.circulant < L, self.circulant, 0)
                 taps = k[..., lags] * (self.circulant < L)
-                y = torch.einsum("bs,bts->bt", u, taps)
+                y = y + torch.einsum("bs,bts->bt", u, taps)
             else:
-                y = torch.fft.irfft(torch.fft.rfft(u, n=2 * L) * torch.fft.rfft(k, n=2 * L), n=2 * L)[..., :L]
+                y = y + torch.fft.irfft(torch.fft.rfft(u, n=2 * L) * torch.fft.rfft(k, n=2 * L), n=2 * L)[..., :L]
         return self.head(torch.relu(y) if self.relu else y)
 
 
@@ -95,8 +97,7 @@ def _magnitude_case():
 
 # name -> (model, background, X): each model is explained once, its values shared by the tests below
 CASES = {
-    "weight_filter_linear": lambda: (_model(LongConv, filter="weight", relu=False), *_data(1)),
-    "complex_filter": lambda: (_model(LongConv, filter="complex"), *_data()),
+    "weight_and_complex_filter_linear": lambda: (_model(LongConv, filter="weight+complex", relu=False), *_data(1)),
     "input_filter": lambda: (_model(LongConv, filter="input"), *_data(2)),
     "magnitude": _magnitude_case,
 }
@@ -126,8 +127,9 @@ def test_conversion_matches_torch_and_xshap_is_complete(explained, name):
 
 
 def test_linear_fft_convolution_gives_exact_values(explained):
-    """No ReLU: the model is linear, so phi_ij = J_ij (x_j - E[bg]_j) with J torch's own Jacobian."""
-    model, background, X, _, values = explained["weight_filter_linear"]  # (N, L, 3)
+    """A weight filter and a learned complex spectrum, no ReLU: the model is linear, so phi_ij = J_ij (x_j - E[bg]_j)
+    with J torch's own Jacobian."""
+    model, background, X, _, values = explained["weight_and_complex_filter_linear"]  # (N, L, 3)
     jacobian = torch.autograd.functional.jacobian(lambda row: model(row[None])[0], X[0]).numpy()  # (3, L)
     exact = np.einsum("oj,nj->njo", jacobian, (X - background.mean(0)).numpy())
     np.testing.assert_allclose(values, exact, rtol=1e-4, atol=1e-5 * np.abs(exact).max())
