@@ -88,7 +88,7 @@ def check_rows_independent(
     )
 
 
-def _rows_alone_match(model: torch.nn.Module, batch: list[torch.Tensor], rtol: float, leaf: int) -> bool:
+def _rows_alone_match(model: torch.nn.Module, batch: list[torch.Tensor], rtol: float, leaf: int = 0) -> bool:
     with torch.no_grad(), eval_mode(model, warn=False):
         together = _leaf(model(*batch), leaf)
         alone = torch.cat([_leaf(model(*[x[i : i + 1] for x in batch]), leaf) for i in range(len(batch[0]))])

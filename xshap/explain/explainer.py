@@ -360,8 +360,15 @@ class DeepExplainer:
             return
         for mine, theirs in zip(attribution.values, high.values):
             mine[rows] = theirs.astype(mine.dtype)
-        attribution.gaps[rows] = high.gaps
-        attribution.tolerance[rows] = high.tolerance
+        # the values are returned in the model's type: their gaps are those of the values as returned, and the
+        # rounding of storing them is allowed for (16 eps of that type per unit of attribution mass)
+        stored = [v[rows].reshape(len(rows), self.n_outputs, -1).astype(np.float64) for v in attribution.values]
+        change = high.outputs.astype(np.float64) - high.expected_value
+        attribution.gaps[rows] = sum(v.sum(axis=2) for v in stored) - change
+        eps = float(jnp.finfo(attribution.values[0].dtype).eps)
+        attribution.tolerance[rows] = high.tolerance + ROUNDING_FACTOR * eps * sum(
+            np.abs(v).sum(axis=2) for v in stored
+        )
         attribution.finite[rows] = _finite_rows(high)
         if pair_totals:
             attribution.pair_totals[rows] = high.pair_totals
