@@ -5,13 +5,13 @@ The store is a folder:
 - ``manifest.json``: what the attributions are of (model fingerprint, background digest, rules, shapes, row
   count, block size) and the expected value; a resumed run must match it;
 - ``values_<i>.npy`` (one per input, shap's layout ``(N, *row_shape, n_outputs)``), ``outputs.npy``,
-  ``gaps.npy``, ``tolerance.npy``, ``recomputed.npy``: ``.npy`` files written through memory maps;
+  ``gaps.npy``, ``tolerance.npy``, ``recomputed.npy``: ``.npy`` files, their rows written at their offsets;
 - ``done/block-<k>``: written (atomically, after the block's rows are flushed to disk) once block k is
   complete, holding a digest of its rows. A block without its marker, or whose rows no longer match the
   digest (a write cut short), is computed again; a block with a matching marker is never recomputed.
 
-Memory is one block's (a block is one compiled chunk, sized by ``max_memory``) plus the memory maps' pages,
-which the operating system can drop at will. Under ``jax.distributed`` every process opens the same store and
+Memory is one chunk's intermediates (sized by ``max_memory``) and one block's results (whole chunks, at most
+a sixteenth of ``max_memory``); rows are written with plain file I/O, so nothing written stays in memory. Under ``jax.distributed`` every process opens the same store and
 writes its own blocks (block k is process k mod P's).
 """
 
@@ -88,7 +88,7 @@ def explain_to(
     if total == 0:
         raise InputError("there are no rows to explain")
     processes = explainer.processes
-    size = int(block_rows) if block_rows else explainer.chunk_rows()
+    size = int(block_rows) if block_rows else default_block_rows(explainer)
     path = Path(store)
     manifest = _manifest(explainer, total, size)
     error = None
@@ -100,10 +100,11 @@ def explain_to(
     processes.agree(error)  # every process waits for the store to exist
     blocks = -(-total // size)
     mine = {k for k in range(blocks) if k % processes.count == processes.index}
-    error, computed = None, 0
+    error, computed, closing = None, 0, []
     try:
         arrays = _open_arrays(path, explainer)
         todo = {k for k in mine if not _block_done(path, k, arrays, size)}
+        closing.extend(arrays.values())
         for block in _progress(source.blocks(size, todo), len(todo), progress if processes.is_first else False):
             attribution = explainer._explain_here(
                 block.arrays if explainer.multi_input else block.arrays[0], check_additivity, False
@@ -112,9 +113,27 @@ def explain_to(
             computed += 1
     except Exception as failure:  # noqa: BLE001 - shared with the other processes, then raised
         error = failure
+    finally:
+        for handle in closing:
+            handle.close()
     processes.agree(error, f"process {processes.index}: ")
     computed = sum(processes.counts(computed))
     return _finished(path, total, blocks, computed, explainer.expected_value)
+
+
+RESULT_SHARE = 16  # a block's results (and their copy in shap's layout) take at most 1/16 of max_memory each
+MAX_BLOCK_ROWS = 1 << 16
+
+
+def default_block_rows(explainer) -> int:
+    """Rows per block: whole chunks, as many as keep the block's results under max_memory / RESULT_SHARE (fewer
+    blocks mean fewer markers and syncs), at most MAX_BLOCK_ROWS."""
+    chunk = explainer.chunk_rows()
+    itemsize = np.dtype(explainer._deeplift.compute_dtype).itemsize
+    per_row = explainer.n_outputs * (itemsize + 16) + 1
+    per_row += sum(int(np.prod(b.shape[1:])) * explainer.n_outputs * itemsize for b in explainer._background_np)
+    rows = max(chunk, min(MAX_BLOCK_ROWS, explainer.max_memory // RESULT_SHARE // per_row))
+    return rows // chunk * chunk
 
 
 def _progress(blocks, count: int, progress: bool | None):
@@ -206,21 +225,58 @@ def _values_dtype(explainer, i: int) -> np.dtype:
     return np.dtype(explainer._deeplift.compute_dtype)
 
 
-def _open_arrays(path: Path, explainer) -> dict[str, np.ndarray]:
-    arrays = {f"values_{i}": np.load(path / f"values_{i}.npy", mmap_mode="r+") for i in range(len(explainer._given))}
-    for name in ("outputs", "gaps", "tolerance", "recomputed"):
-        arrays[name] = np.load(path / f"{name}.npy", mmap_mode="r+")
-    return arrays
+class RowFile:
+    """A ``.npy`` file whose rows are read and written with plain file I/O at their offsets: what is written
+    leaves memory once it is on disk (through a memory map the written pages would stay in the process)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        with open(path, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            read_header = (
+                np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            )
+            shape, fortran, dtype = read_header(handle)
+            self.offset = handle.tell()
+        if fortran:
+            raise InputError(f"{path} is not in C order: it is not a store xshap wrote")
+        self.shape, self.dtype = tuple(shape), np.dtype(dtype)
+        self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+        self.handle = open(path, "r+b")  # noqa: SIM115 - closed by close()
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def write(self, start: int, rows: np.ndarray) -> None:
+        self.handle.seek(self.offset + start * self.row_bytes)
+        self.handle.write(np.ascontiguousarray(rows, dtype=self.dtype).tobytes())
+
+    def read(self, start: int, stop: int) -> bytes:
+        self.handle.seek(self.offset + start * self.row_bytes)
+        return self.handle.read((stop - start) * self.row_bytes)
+
+    def sync(self) -> None:
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+def _open_arrays(path: Path, explainer) -> dict[str, RowFile]:
+    names = [f"values_{i}" for i in range(len(explainer._given))]
+    names += ["outputs", "gaps", "tolerance", "recomputed"]
+    return {name: RowFile(path / f"{name}.npy") for name in names}
 
 
 def _marker(path: Path, index: int) -> Path:
     return path / "done" / f"block-{index:08d}"
 
 
-def _block_digest(arrays: dict[str, np.ndarray], start: int, stop: int) -> str:
+def _block_digest(arrays: dict[str, RowFile], start: int, stop: int) -> str:
     digest = hashlib.sha256()
     for name in sorted(arrays):
-        digest.update(np.ascontiguousarray(arrays[name][start:stop]).tobytes())
+        digest.update(arrays[name].read(start, stop))
     return digest.hexdigest()
 
 
@@ -236,13 +292,13 @@ def _block_done(path: Path, index: int, arrays: dict, size: int) -> bool:
 def _write_block(path: Path, arrays: dict, index: int, start: int, attribution, several: bool) -> None:
     stop = start + attribution.outputs.shape[0]
     for i, values in enumerate(attribution.values):
-        arrays[f"values_{i}"][start:stop] = np.moveaxis(values, 1, -1)
-    arrays["outputs"][start:stop] = attribution.outputs
-    arrays["gaps"][start:stop] = attribution.gaps
-    arrays["tolerance"][start:stop] = attribution.tolerance
-    arrays["recomputed"][start:stop] = attribution.recomputed
+        arrays[f"values_{i}"].write(start, np.moveaxis(values, 1, -1))
+    arrays["outputs"].write(start, attribution.outputs)
+    arrays["gaps"].write(start, attribution.gaps)
+    arrays["tolerance"].write(start, attribution.tolerance)
+    arrays["recomputed"].write(start, attribution.recomputed)
     for array in arrays.values():
-        array.flush()  # the rows are on disk before the marker says so
+        array.sync()  # the rows are on disk before the marker says so
     _atomic_write(_marker(path, index), _block_digest(arrays, start, stop))
 
 
