@@ -103,6 +103,7 @@ def crosscheck(
 
     culprits = find_culprits(converted, tables, None if saved else torch_model) if converted is not None else []
     comparisons = []
+    float64_runs: dict = {}  # xshap's float64 recheck per rule set, shared by the references
     for name, result in zip([n for n in names if not saved], results):
         choices = [c for c in culprits if c.kind == RULE_CHOICE and name in c.references]
         reproduced = None
@@ -112,7 +113,9 @@ def crosscheck(
                 reproduced = select_outputs(reproduced, ranking.ranks)
         comparison = compare(result, attribution, choices, reproduced, REPRODUCIBLE_RULES.get(name))
         if not saved and ranking is None and explainer.model.head is None:
-            _recheck_in_float64(comparison, name, torch_model, bg_arrays, x_arrays, explainer, attribution, notes)
+            _recheck_in_float64(
+                comparison, name, torch_model, bg_arrays, x_arrays, explainer, attribution, notes, float64_runs
+            )
         comparisons.append(comparison)
     return CrosscheckReport(
         model_name=_model_name(model, converted),
@@ -133,7 +136,9 @@ def crosscheck(
     )
 
 
-def _recheck_in_float64(comparison, name, model, bg_arrays, x_arrays, explainer, attribution, notes) -> None:
+def _recheck_in_float64(
+    comparison, name, model, bg_arrays, x_arrays, explainer, attribution, notes, float64_runs: dict
+) -> None:
     """Before calling a float32 difference DISAGREE (or a rule reproduction failed), run xshap and the reference
     again in float64. A reference's float32 secant over a tiny |Delta z| can be off by percents (Captum's eps is
     1e-10, shap's fallback threshold 1e-6) and multiply terms that cancel; if the difference is gone in float64,
@@ -155,9 +160,11 @@ def _recheck_in_float64(comparison, name, model, bg_arrays, x_arrays, explainer,
         model64 = copy.deepcopy(model).double()
         bg64, x64 = [a.astype(np.float64) for a in bg_arrays], [a.astype(np.float64) for a in x_arrays]
         with jax.enable_x64(True):
-            mine = DeepExplainer(model64, bg64 if len(bg64) > 1 else bg64[0], rules=rules).explain(
-                x64 if len(x64) > 1 else x64[0]
-            )
+            if rules not in float64_runs:  # xshap's side depends on the rules only: once for every reference
+                float64_runs[rules] = DeepExplainer(model64, bg64 if len(bg64) > 1 else bg64[0], rules=rules).explain(
+                    x64 if len(x64) > 1 else x64[0]
+                )
+            mine = float64_runs[rules]
             theirs = REFERENCES[name](model64, bg64, x64, explainer.n_outputs)
     except Exception as error:  # the recheck is a refinement: keep the float32 verdicts if it cannot run
         notes.append(f"{name}: the float64 recheck of the differences could not run ({type(error).__name__}: {error})")
