@@ -7,7 +7,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from xshap.check.culprits import RULE_CHOICE, Culprit, find_culprits
+from xshap.check.culprits import INPLACE, RULE_CHOICE, Culprit, find_culprits
+from xshap.check.diagnosis import ablate, explain_error, model_facts, trace_layers
 from xshap.check.references import REFERENCES, RULE_TABLES, Ranking, ReferenceResult, available_references
 from xshap.check.report import (
     AGREE,
@@ -36,6 +37,7 @@ def crosscheck(
     feature_names: Sequence[str] | None = None,
     ranked_outputs: int | None = None,
     output_rank_order: str = "max",
+    diagnose: bool = True,
     **explainer_options,
 ) -> CrosscheckReport:
     """Explain ``X`` with xshap and with each reference on the same model and background; compare.
@@ -47,6 +49,11 @@ def crosscheck(
     per feature of the flattened input(s), for the plots, the HTML report and ``report.explanation``.
     ``model`` may be shap's interim form ``(model, layer)``; ``ranked_outputs``/``output_rank_order`` explain
     each row's top outputs as shap does (the report's outputs are then the rank slots).
+
+    ``diagnose`` (default True): explain a reference's error from the table of known errors; where a culprit's
+    fix can be applied automatically, re-run the reference on a fixed deep copy of the model (an ablation: how
+    much of its gap the culprits explain); where no culprit accounts for a reference's gap, trace its
+    completeness layer by layer. The user's model is never modified.
     """
     start = time.perf_counter()
     explainer = DeepExplainer(model, background, **explainer_options)
@@ -111,9 +118,16 @@ def crosscheck(
             if ranking is not None:
                 reproduced = select_outputs(reproduced, ranking.ranks)
         comparison = compare(result, attribution, choices, reproduced, REPRODUCIBLE_RULES.get(name))
-        if not saved and ranking is None and explainer.model.head is None:
+        plain = not saved and ranking is None and explainer.model.head is None
+        if plain:
             _recheck_in_float64(comparison, name, torch_model, bg_arrays, x_arrays, explainer, attribution, notes)
         comparisons.append(comparison)
+    if converted is not None and not saved:
+        culprits = [c for c in culprits if c.kind != INPLACE or _broken(comparisons, c.references)]
+        if diagnose and ranking is None and explainer.model.head is None:
+            facts: dict = {}
+            for comparison in comparisons:
+                _diagnose(comparison, culprits, torch_model, bg_arrays, x_arrays, explainer, attribution, facts)
     return CrosscheckReport(
         model_name=_model_name(model, converted),
         outputs=attribution.outputs,
@@ -131,6 +145,38 @@ def crosscheck(
         feature_names=list(feature_names) if feature_names is not None else None,
         rules=explainer.rules,
     )
+
+
+def _broken(comparisons, references) -> bool:
+    """Whether any of these references raised or is not AGREE (an in-place module is a culprit only then)."""
+    return any(c.key in references and c.verdict != AGREE for c in comparisons)
+
+
+def _diagnose(comparison, culprits, model, bg_arrays, x_arrays, explainer, attribution, facts) -> None:
+    """Explain the reference's error, prove its fixable culprits by ablation, or trace an unexplained gap."""
+    name = comparison.key
+    if comparison.verdict == AGREE:
+        return
+    n_outputs = explainer.n_outputs
+
+    def run(fixed_model, **options):
+        return REFERENCES[name](fixed_model, bg_arrays, x_arrays, n_outputs, **options)
+
+    def tolerance(values):
+        return reference_tolerance(attribution, values)
+
+    if comparison.error is not None:
+        if not facts:
+            facts.update(model_facts(model, x_arrays) or {"none": True})
+        comparison.error_explanation = explain_error(name, comparison.error, culprits, facts)
+    mine = [c for c in culprits if name in c.references and c.kind != RULE_CHOICE]
+    comparison.ablation = ablate(
+        name, run, model, culprits, comparison, lambda result: compare(result, attribution), tolerance
+    )
+    if not mine and comparison.error is None and comparison.count(REFERENCE_INCOMPLETE):
+        comparison.layer_trace = trace_layers(
+            lambda path, ndim: run(model, layer=path, value_ndims=[ndim]), model, x_arrays, attribution, tolerance
+        )
 
 
 def _recheck_in_float64(comparison, name, model, bg_arrays, x_arrays, explainer, attribution, notes) -> None:
