@@ -257,13 +257,16 @@ class LayerTrace:
             value = "raised" if gap.max_gap is None else f"{gap.max_gap:.3g}"
             mark = "adds up" if gap.complete else ("raised: " + (gap.error or "") if gap.error else "does NOT add up")
             lines.append(f"    {gap.layer:<32} [{gap.module_type}] max |gap| {value:>10}  {mark}")
-        if self.first_broken is None:
-            lines.append("  they add up at every layer's input: the error is in the first layer or the input itself")
+        if not self.layers:
+            lines.append("  (no leaf module called once with one tensor: nothing to trace)")
+        elif self.first_broken is None:
+            lines.append("  they add up at every layer's input traced: the error is not localised by these cuts")
         else:
             after = f"`{self.last_complete}`" if self.last_complete else "the output"
             lines.append(
                 f"  they first stop adding up at the input of `{self.first_broken}` (going back from the output; they "
-                f"add up at the input of {after}): the cause lies between the two"
+                f"add up at the input of {after}): the cause lies between the two (a layer on one branch of a "
+                "residual or parallel block is not a cut of the graph: its input's attributions need not add up)"
             )
         return "\n".join(lines)
 
