@@ -61,6 +61,21 @@ def test_each_row_is_explained_against_its_own_background(per_sample):
     assert "per-sample references" in str(report)
 
 
+def test_shaps_calls_on_a_background_function():
+    """shap_values, explainer(X) and expected_value per row; what depends on one background is refused."""
+    model = _genomics_net()
+    X = torch.randn(2, 4, 8)
+    e = xshap.DeepExplainer(model, lambda row: np.stack([row[0] * s for s in (0.0, 0.5)]))
+    values = e.shap_values(X)
+    assert values.shape == (2, 4, 8, 2) and e.expected_value.shape == (2, 2)
+    np.testing.assert_array_equal(e(X).values, values)
+    with torch.no_grad():
+        expected = np.stack([model(torch.stack([x * s for s in (0.0, 0.5)])).numpy().mean(axis=0) for x in X])
+    np.testing.assert_allclose(e.expected_value, expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(AttributeError, match="background function"):
+        e.with_rules("shap")
+
+
 def test_a_float64_dataframe_against_a_float32_model():
     """shap issue thread: a float64 pandas DataFrame against a float32 model gave torch's dtype error; xshap casts
     it to the model's float32 (as torch would compute) and equals shap on the float32 tensors."""

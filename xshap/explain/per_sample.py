@@ -15,6 +15,11 @@ from xshap.errors import InputError
 from xshap.explain.data import as_input_list
 from xshap.explain.explainer import Attribution, DeepExplainer
 
+# what the row-by-row explainer shares with the explainer it runs (none of it depends on the background)
+_DELEGATED = frozenset(
+    {"model", "n_outputs", "multi_input", "_several", "rules", "_x64", "_given", "_model_dtype", "_deeplift"}
+)
+
 
 class PerSampleExplainer(DeepExplainer):
     """DeepExplainer with a background function: built on first use, its background replaced row by row."""
@@ -28,7 +33,9 @@ class PerSampleExplainer(DeepExplainer):
 
     def __getattr__(self, name):
         inner = self.__dict__.get("_inner")
-        if inner is None or name.startswith("__"):
+        if name not in _DELEGATED:  # what depends on one background (with_rules, twins ...) is not shared
+            raise AttributeError(f"{name!r} is not available on a DeepExplainer with a background function")
+        if inner is None:
             raise AttributeError(
                 f"{name!r}: a DeepExplainer with a background function is built on its first explained rows"
             )
