@@ -264,6 +264,12 @@ def report_json(report, code: int) -> dict:
                 "max_abs_gap": None if ref.gaps is None else float(abs(ref.gaps).max()),
                 "max_abs_diff": None if ref.max_abs_diff is None else float(ref.max_abs_diff.max()),
                 "incomplete": ref.count("REFERENCE_INCOMPLETE"),
+                "error_cause": None if ref.error_explanation is None else ref.error_explanation.cause,
+                "error_fix": None if ref.error_explanation is None else ref.error_explanation.fix,
+                "ablation": None if ref.ablation is None else ref.ablation.describe(ref.key),
+                "explained_by_culprits": None if ref.ablation is None else ref.ablation.explained,
+                "unexplained": ref.unexplained,
+                "first_broken_layer": None if ref.layer_trace is None else ref.layer_trace.first_broken,
             }
             for ref in report.references
         },
@@ -276,6 +282,9 @@ def report_json(report, code: int) -> dict:
                 "callee": c.callee,
                 "references": list(c.references),
                 "sites": [{"source": s, "code": code_} for s, code_ in c.sites],
+                "calls": list(c.calls),
+                "target": c.target,
+                "fix": c.fix,
             }
             for c in report.culprits
         ],

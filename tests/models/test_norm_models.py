@@ -173,18 +173,18 @@ def test_grn_as_the_paper_writes_it_converts():
 
 
 def test_culprits_name_the_norm_and_the_products(explained):
-    """For shap and Captum the norm is a functional nonlinearity (no module hook applies a rule to it) and
+    """For shap and Captum the norm is a non-linear reduction (no module wraps it, no hook applies a rule) and
     x * Nx / Gx / mean(Gx) are input-dependent products; addcmul(beta, gamma, x * Nx) multiplies by a weight."""
     pytest.importorskip("shap")
     pytest.importorskip("captum")
     from tests.models.common import lines_with, site_lines
-    from xshap.check.culprits import FUNCTIONAL, PRODUCT, find_culprits
+    from xshap.check.culprits import PRODUCT, REDUCTION, find_culprits
     from xshap.check.references import captum_rule_table, shap_rule_table
 
     model, _, _, explainer, _ = explained["grn_addcmul"]
     tables = {"shap": shap_rule_table(), "captum": captum_rule_table()}
     by_op = {(c.kind, c.op): c for c in find_culprits(explainer.model.converted, tables, model)}
-    norm = by_op[(FUNCTIONAL, "linalg_vector_norm")]
+    norm = by_op[(REDUCTION, "linalg_vector_norm")]
     assert norm.module_path == "grn"
     assert site_lines(norm, __file__) == lines_with(GlobalResponseNorm.forward, "torch.norm")
     assert (PRODUCT, "mul") in by_op and (PRODUCT, "div") in by_op

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from xshap.check.culprits import RULE_CHOICE, Culprit, find_culprits
+from xshap.check.culprits import INPLACE, RULE_CHOICE, Culprit, find_culprits
+from xshap.check.diagnosis import ablate, explain_error, model_facts, trace_layers
 from xshap.check.references import REFERENCES, RULE_TABLES, Ranking, ReferenceResult, available_references
 from xshap.check.report import (
     AGREE,
@@ -18,9 +19,11 @@ from xshap.check.report import (
     ReferenceComparison,
 )
 from xshap.engine.rulesets import SHAP
+from xshap.errors import InputError
 from xshap.explain.completeness import ROUNDING_FACTOR
 from xshap.explain.explainer import RANK_ORDERS, Attribution, DeepExplainer, rank_outputs
 from xshap.explain.model import is_exported_program
+from xshap.explain.per_sample import PerSampleExplainer, _concatenate
 
 # references whose own rule choices xshap can reproduce, and the rule set that does
 REPRODUCIBLE_RULES = {"shap": SHAP}
@@ -36,6 +39,7 @@ def crosscheck(
     feature_names: Sequence[str] | None = None,
     ranked_outputs: int | None = None,
     output_rank_order: str = "max",
+    diagnose: bool = True,
     **explainer_options,
 ) -> CrosscheckReport:
     """Explain ``X`` with xshap and with each reference on the same model and background; compare.
@@ -47,9 +51,20 @@ def crosscheck(
     per feature of the flattened input(s), for the plots, the HTML report and ``report.explanation``.
     ``model`` may be shap's interim form ``(model, layer)``; ``ranked_outputs``/``output_rank_order`` explain
     each row's top outputs as shap does (the report's outputs are then the rank slots).
+
+    ``diagnose`` (default True): explain a reference's error from the table of known errors; where a culprit's
+    fix can be applied automatically, re-run the reference on a fixed deep copy of the model (an ablation: how
+    much of its gap the culprits explain); where no culprit accounts for a reference's gap, trace its
+    completeness layer by layer. The user's model is never modified.
     """
     start = time.perf_counter()
     explainer = DeepExplainer(model, background, **explainer_options)
+    if isinstance(explainer, PerSampleExplainer):
+        if ranked_outputs is not None or isinstance(model, tuple):
+            raise InputError(
+                "a background function (per-sample references) takes neither ranked_outputs nor (model, layer)"
+            )
+        return _crosscheck_per_sample(explainer, model, X, references, validate_rows, feature_names, start)
     x_arrays = explainer.model_inputs(X)  # checked (and cast to the model's float type) before the conversion check
     bg_arrays = explainer._model_inputs_np
     converted = explainer.model.converted
@@ -112,11 +127,18 @@ def crosscheck(
             if ranking is not None:
                 reproduced = select_outputs(reproduced, ranking.ranks)
         comparison = compare(result, attribution, choices, reproduced, REPRODUCIBLE_RULES.get(name))
-        if not saved and ranking is None and explainer.model.head is None:
+        plain = not saved and ranking is None and explainer.model.head is None
+        if plain:
             _recheck_in_float64(
                 comparison, name, torch_model, bg_arrays, x_arrays, explainer, attribution, notes, float64_runs
             )
         comparisons.append(comparison)
+    if converted is not None and not saved:
+        culprits = [c for c in culprits if c.kind != INPLACE or _broken(comparisons, c.references)]
+        if diagnose and ranking is None and explainer.model.head is None:
+            facts: dict = {}
+            for comparison in comparisons:
+                _diagnose(comparison, culprits, torch_model, bg_arrays, x_arrays, explainer, attribution, facts)
     return CrosscheckReport(
         model_name=_model_name(model, converted),
         outputs=attribution.outputs,
@@ -134,6 +156,101 @@ def crosscheck(
         feature_names=list(feature_names) if feature_names is not None else None,
         rules=explainer.rules,
     )
+
+
+def _crosscheck_per_sample(explainer, model, X, references, validate_rows, feature_names, start) -> CrosscheckReport:
+    """Each row against its own background (the function is called once per row): xshap and every reference."""
+    from xshap.explain.data import as_input_list
+
+    arrays, _ = as_input_list(X)
+    names = list(references) if references is not None else available_references()
+    unknown = [name for name in names if name not in REFERENCES]
+    if unknown:
+        raise ValueError(f"unknown reference(s) {unknown}; choose from {sorted(REFERENCES)}")
+    parts, runs, validation, n_background = [], {name: [] for name in names}, None, 0
+    torch_rows = []
+    for i in range(arrays[0].shape[0]):
+        inner = explainer._explainer_for(explainer.background_of([a[i] for a in arrays]))
+        rows = inner.model_inputs([a[i : i + 1] for a in arrays] if inner.multi_input else arrays[0][i : i + 1])
+        bg_arrays = inner._model_inputs_np
+        if validation is None and inner.model.converted is not None:
+            checked = [np.concatenate([x, b[:validate_rows]]) for x, b in zip(rows, bg_arrays)]
+            validation = inner.model.converted.validate(*checked, max_rows=validate_rows + 1)
+            validation.raise_if_failed()
+            n_background = int(bg_arrays[0].shape[0])
+        parts.append(inner.explain(rows if inner.multi_input else rows[0], check_additivity=True))
+        torch_rows.append(rows)
+        if inner.model.converted is not None:
+            for name in names:
+                runs[name].append(REFERENCES[name](model, bg_arrays, rows, inner.n_outputs))
+    attribution = _concatenate(parts)
+    explainer.expected_value = attribution.expected_value
+    converted = explainer.model.converted
+    notes = [f"xshap: {note}" for note in attribution.notes]
+    notes.append("per-sample references: each row explained, and each reference run, against its own background")
+    comparisons = []
+    for name in names if converted is not None else []:
+        results = runs[name]
+        failed = next((r for r in results if r.error is not None), None)
+        merged = ReferenceResult(
+            results[0].name,
+            None if failed else [np.concatenate([r.values[k] for r in results]) for k in range(len(results[0].values))],
+            failed.error if failed else None,
+            sum(r.seconds for r in results),
+            results[0].rule_table,
+        )
+        comparisons.append(compare(merged, attribution))
+    tables = {name: RULE_TABLES[name]() for name in names}
+    culprits = find_culprits(converted, tables, model) if converted is not None else []
+    return CrosscheckReport(
+        model_name=_model_name(model, converted),
+        outputs=attribution.outputs,
+        expected_value=attribution.expected_value,
+        xshap_values=attribution.values,
+        xshap_gaps=attribution.gaps,
+        tolerance=attribution.tolerance,
+        references=comparisons,
+        culprits=culprits,
+        validation=validation,
+        n_background=n_background,
+        xshap_seconds=time.perf_counter() - start,
+        notes=notes,
+        data=[np.concatenate([r[k] for r in torch_rows]) for k in range(len(torch_rows[0]))],
+        feature_names=list(feature_names) if feature_names is not None else None,
+        rules=explainer.rules,
+    )
+
+
+def _broken(comparisons, references) -> bool:
+    """Whether any of these references raised or is not AGREE (an in-place module is a culprit only then)."""
+    return any(c.key in references and c.verdict != AGREE for c in comparisons)
+
+
+def _diagnose(comparison, culprits, model, bg_arrays, x_arrays, explainer, attribution, facts) -> None:
+    """Explain the reference's error, prove its fixable culprits by ablation, or trace an unexplained gap."""
+    name = comparison.key
+    if comparison.verdict == AGREE:
+        return
+    n_outputs = explainer.n_outputs
+
+    def run(fixed_model, **options):
+        return REFERENCES[name](fixed_model, bg_arrays, x_arrays, n_outputs, **options)
+
+    def tolerance(values):
+        return reference_tolerance(attribution, values)
+
+    if comparison.error is not None:
+        if not facts:
+            facts.update(model_facts(model, x_arrays) or {"none": True})
+        comparison.error_explanation = explain_error(name, comparison.error, culprits, facts)
+    mine = [c for c in culprits if name in c.references and c.kind != RULE_CHOICE]
+    comparison.ablation = ablate(
+        name, run, model, culprits, comparison, lambda result: compare(result, attribution), tolerance
+    )
+    if not mine and comparison.error is None and comparison.count(REFERENCE_INCOMPLETE):
+        comparison.layer_trace = trace_layers(
+            lambda path, ndim: run(model, layer=path, value_ndims=[ndim]), model, x_arrays, attribution, tolerance
+        )
 
 
 def _recheck_in_float64(

@@ -33,6 +33,14 @@ class ReferenceComparison:
     reproduces: bool = False  # whether xshap(reproduced_rules) equals the reference everywhere, within tolerance
     values: list[np.ndarray] | None = None  # the reference's attributions, per input (N, n_outputs, *row_shape)
     float64_diff: np.ndarray | None = None  # max |xshap - reference| rerun in float64, when float32 differed
+    error_explanation: object | None = None  # diagnosis.ErrorExplanation: the cause and fix of a known error
+    ablation: object | None = None  # diagnosis.Ablation: the reference re-run on a copy with its culprits fixed
+    layer_trace: object | None = None  # diagnosis.LayerTrace: where an unexplained gap appears, layer by layer
+
+    @property
+    def unexplained(self) -> bool:
+        """Incomplete, and no culprit in the graph accounts for it (the layer trace shows where it appears)."""
+        return self.layer_trace is not None
 
     @property
     def key(self) -> str:
@@ -143,6 +151,8 @@ class CrosscheckReport:
         for ref in self.references:
             if ref.error is not None:
                 lines.append(f"  {ref.name:<16} {REFERENCE_ERROR:<22} raised: {_shorten(ref.error, 90)}")
+                if ref.error_explanation is not None:
+                    lines.append(f"  {'':<16} {_shorten(ref.error_explanation.describe(), 300)}")
                 continue
             incomplete = ref.count(REFERENCE_INCOMPLETE)
             lines.append(
@@ -151,6 +161,7 @@ class CrosscheckReport:
             )
         lines += self._rule_lines()
         lines += self._culprit_lines()
+        lines += self._diagnosis_lines()
         lines += self._row_lines(max_rows)
         lines += [f"note: {note}" for note in self.notes]
         return "\n".join(lines)
@@ -220,8 +231,20 @@ class CrosscheckReport:
                 )
         return lines
 
+    def _diagnosis_lines(self) -> list[str]:
+        lines = []
+        for ref in self.references:
+            if ref.ablation is not None:
+                lines += ["", ref.ablation.describe(ref.key)]
+            if ref.layer_trace is not None:
+                lines += ["", ref.layer_trace.describe(ref.key)]
+        return lines
+
     def _culprit_lines(self) -> list[str]:
         if not self.culprits:
+            unexplained = [r.key for r in self.references if r.unexplained]
+            if unexplained:
+                return ["", f"culprits: none found in the graph; {', '.join(unexplained)} unexplained (see below)"]
             return ["", "culprits: none found in the graph (every nonlinearity is a hooked module used once)"]
         lines = ["", "culprits (read from the exported graph):"]
         for culprit in self.culprits:

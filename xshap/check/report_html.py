@@ -107,8 +107,24 @@ def _errors(report) -> str:
     return "".join(parts)
 
 
+def _diagnosis(report) -> str:
+    """Known errors' causes, ablations and the layer traces of unexplained gaps, as the text report gives them."""
+    parts = []
+    for ref in report.references:
+        if ref.error_explanation is not None:
+            parts.append(f"<pre>{escape(ref.key)}: {escape(ref.error_explanation.describe())}</pre>")
+        if ref.ablation is not None:
+            parts.append(f"<pre>{escape(ref.ablation.describe(ref.key))}</pre>")
+        if ref.layer_trace is not None:
+            parts.append(f"<pre>{escape(ref.layer_trace.describe(ref.key))}</pre>")
+    return "<h4>Diagnosis</h4>" + "".join(parts) if parts else ""
+
+
 def _culprits(report) -> str:
     if not report.culprits:
+        unexplained = [r.key for r in report.references if r.unexplained]
+        if unexplained:
+            return f"<h4>Culprits</h4><p>None found in the graph: {escape(', '.join(unexplained))} unexplained.</p>"
         return "<h4>Culprits</h4><p>None found in the graph: every nonlinearity is a hooked module used once.</p>"
     rows = [
         '<tr><th class="text">kind</th><th class="text">module path</th><th class="text">type</th>'
@@ -193,6 +209,7 @@ def render_html(report, standalone: bool = True) -> str:
         + _errors(report)
         + _rules(report)
         + _culprits(report)
+        + _diagnosis(report)
         + _plots(report)
         + _samples(report)
         + notes

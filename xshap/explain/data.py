@@ -39,6 +39,16 @@ def to_torch(array: np.ndarray):
     return torch.from_numpy(array)
 
 
+def is_background_function(data) -> bool:
+    """A background given as a function of the explained row (per-sample references), not as data: a plain
+    callable, never an array, tensor, DataFrame or module."""
+    if data is None or isinstance(data, (list, tuple, np.ndarray)) or hasattr(data, "shape"):
+        return False
+    if hasattr(data, "to_numpy") or hasattr(data, "forward") or hasattr(data, "__array__"):
+        return False
+    return callable(data)
+
+
 def as_input_list(data) -> tuple[list[np.ndarray], bool]:
     """(arrays, several): a list or tuple means several inputs, anything else one input."""
     several = isinstance(data, (list, tuple))

@@ -18,7 +18,7 @@ from xshap.engine.transform import DeepLift
 from xshap.errors import InputError, NonFiniteError, PrecisionError, XShapIncompleteError
 from xshap.explain.compiling import jit
 from xshap.explain.completeness import ROUNDING_FACTOR, completeness_tolerance, incomplete, tolerance_precision
-from xshap.explain.data import as_input_list, check_background, check_inputs, is_float
+from xshap.explain.data import as_input_list, check_background, check_inputs, is_background_function, is_float
 from xshap.explain.devices import RowSharding, default_max_memory
 from xshap.explain.model import ExplainedModel, wrap_model
 from xshap.explain.precision import FLOAT64, cast_floats, model_float_dtype, needs_x64, precision
@@ -82,6 +82,13 @@ class DeepExplainer:
     explained in float64, with x64 enabled for xshap's own work only; float data for a float32 model is cast to
     float32. Rows that miss float32's tolerance are recomputed in float64 (``Attribution.recomputed``).
     """
+
+    def __new__(cls, model=None, data=None, *args, **kwargs):
+        if cls is DeepExplainer and is_background_function(data):  # per-sample references: a function of x
+            from xshap.explain.per_sample import PerSampleExplainer
+
+            return super().__new__(PerSampleExplainer)
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -149,6 +156,31 @@ class DeepExplainer:
         self._background_outputs = background_out
         self.expected_value = background_out.mean(axis=0)
 
+    @_in_precision
+    def set_background(self, data) -> None:
+        """Replace the background (the same model, converted once; the same row shapes and dtypes): the per-sample
+        references of a background function are set so, row by row."""
+        given, several = as_input_list(data)
+        check_background(given)
+        if several != self.multi_input or [g.shape[1:] for g in given] != [g.shape[1:] for g in self._given]:
+            raise InputError(
+                "the background function returned rows of another form than its first call's: "
+                f"{[g.shape[1:] for g in given]} vs {[g.shape[1:] for g in self._given]}"
+            )
+        background = cast_floats(given, self._model_dtype)
+        self._model_inputs_np = background
+        background = self.model.to_interim(background)
+        self._background_np = background
+        self.background = [self.sharding.put_replicated(jnp.asarray(b)) for b in background]
+        background_out = np.asarray(self._forward(self.model.params, *self.background))
+        if not np.all(np.isfinite(background_out)):
+            row = int(np.argwhere(~np.isfinite(background_out))[0][0])
+            raise NonFiniteError(f"f(background row {row}) = {background_out[row].tolist()} is not finite")
+        self._background_outputs = background_out
+        self.expected_value = background_out.mean(axis=0)
+        self._twins = {}  # built from the old background
+        self._references = self._reference_values()
+
     def _set_rules(self, rules: str) -> None:
         scopes = module_scopes(rules, self.model.converted)
         self.rules = rules
@@ -173,9 +205,13 @@ class DeepExplainer:
         a quarter of ``max_memory``; each chunk then computes it."""
         if self._pair_bytes * len(self._background_np[0]) > self.max_memory // 4:
             return None
-        values = jit(jax.vmap(self._deeplift.reference_values, in_axes=(None, 0)))(
-            self.model.params, tuple(self.background)
-        )
+        cached = getattr(self, "_reference_jit", None)
+        if cached is None or cached[0] is not self._deeplift:  # one compiled function per rule set (set_background)
+            cached = self._reference_jit = (
+                self._deeplift,
+                jit(jax.vmap(self._deeplift.reference_values, in_axes=(None, 0))),
+            )
+        values = cached[1](self.model.params, tuple(self.background))
         return self.sharding.put_replicated(values)
 
     @_in_precision
