@@ -32,6 +32,7 @@ from xshap.errors import InputError
 from xshap.explain import fingerprint as fingerprints
 from xshap.explain.data import to_numpy
 from xshap.explain.layers import INPUT, OUTPUT, LayerFunction, torch_input_function, torch_layer_function
+from xshap.explain.neurons import SelectorError, neuron_model
 from xshap.explain.pairs import PairProgram
 from xshap.explain.precision import model_float_dtype, needs_x64, precision
 
@@ -82,46 +83,6 @@ class _Bound(torch.nn.Module):
         rows = iter(tensors[self._n_inputs :])
         extra = [next(rows) if i in self._per_row else a for i, a in enumerate(self._extra)]
         return self.model(*tensors[: self._n_inputs], *extra)
-
-
-class _Neuron(torch.nn.Module):
-    """One neuron of a layer as the output: the layer's value captured on its ``call``-th call (a hook that only
-    reads), then Captum's selector (an index, a tuple of ints and slices, or a callable in torch)."""
-
-    def __init__(self, bound: _Bound, layer: torch.nn.Module, selector, side: str, call: int = 0):
-        super().__init__()
-        self.bound, self._layer, self._selector, self._side, self._call = bound, [layer], selector, side, call
-
-    def forward(self, *tensors):
-        seen: list = []
-        layer = self._layer[0]
-        if self._side == INPUT:
-            handle = layer.register_forward_pre_hook(lambda _m, args: seen.append(args))
-        else:
-            handle = layer.register_forward_hook(lambda _m, _args, out: seen.append(out))
-        try:
-            self.bound(*tensors)
-        finally:
-            handle.remove()
-        _check(len(seen) > self._call, f"the layer was called {len(seen)} time(s); there is no call {self._call}")
-        value = seen[self._call]
-        value = tuple(value) if isinstance(value, (tuple, list)) else (value,)
-        return _select_neuron(value, self._selector)
-
-
-def _select_neuron(value: tuple, selector):
-    if callable(selector):
-        return selector(value if len(value) > 1 else value[0])
-    _check(len(value) == 1, "Cannot select a neuron index from a layer of several tensors; give a selector function")
-    index = (selector,) if isinstance(selector, int) else tuple(selector)
-    _check(
-        len(index) <= value[0].dim() - 1,
-        f"Cannot choose neuron {selector!r} in a layer of shape {tuple(value[0].shape)}",
-    )
-    picked = value[0][(slice(None), *index)]
-    if any(isinstance(i, slice) for i in index):
-        return picked.reshape(picked.shape[0], -1).sum(1)
-    return picked
 
 
 # -- argument forms, as Captum reads them ---------------------------------------------------------------------
@@ -323,9 +284,12 @@ class DeepLift:
         def build():
             bound = _Bound(self.model, len(inputs), extra, per_row)
             rows = [to_numpy(x.detach()) for x in inputs] + [to_numpy(extra[i].detach()) for i in per_row]
-            module = _Neuron(bound, layer, neuron, side) if neuron is not None else bound
-            with torch.no_grad():  # the model's own errors (and a bad selector) first, as Captum raises them
-                module(*(x[:1] for x in inputs), *(extra[i][:1] for i in per_row))
+            module = neuron_model(bound, layer, neuron, side) if neuron is not None else bound
+            try:
+                with torch.no_grad():  # the model's own errors (and a bad selector) first, as Captum raises them
+                    module(*(x[:1] for x in inputs), *(extra[i][:1] for i in per_row))
+            except SelectorError as error:
+                raise CaptumArgumentError(str(error)) from None
             with _quiet_eval_mode(self.model):
                 if layer is not None and neuron is None:
                     function = torch_layer_function(bound, layer, rows, side, prefix=_PREFIX, decompose=_DECOMPOSE)
