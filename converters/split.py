@@ -128,15 +128,17 @@ def pick_output(out, output=None):
     raise ConversionError(f"the model returns a {type(out).__name__}; choose the output with output=<key or position>")
 
 
-def module_calls(program, layer: str) -> dict[str, int]:
+def module_calls(program, layer) -> dict[str, int]:
     """Node name -> which call of the module at ``layer`` emitted it, for every node inside that module (its
-    submodules included), read from the nodes' module stacks."""
+    submodules included), read from the nodes' module stacks. ``layer``: a path, or every path of one module
+    object (a module registered twice, as T5's shared embeddings, is called under either)."""
+    paths = {layer} if isinstance(layer, str) else set(layer)
     calls: dict[str, int] = {}
     for node in program.graph.nodes:
         if node.op != "call_function":
             continue
         for key, (path, _type) in (node.meta.get("nn_module_stack") or {}).items():
-            if _clean(path) == layer:
+            if _clean(path) in paths:
                 match = _CALL.search(key)
                 calls[node.name] = int(match.group(1)) if match else 0
                 break
@@ -149,16 +151,19 @@ def _clean(path: str) -> str:
     return re.sub(r"\[(\d+)\]", r".\1", path).replace("['", ".").replace("']", "").strip(".")
 
 
-def split_at_module(graph: GraphFunction, program, layer: str, side: str = OUTPUT, call: int | None = None) -> Split:
+def split_at_module(graph: GraphFunction, program, layer, side: str = OUTPUT, call: int | None = None) -> Split:
     """Split ``graph`` at the ``side`` ("output" or "input") of call ``call`` of the module at ``layer``.
 
     ``program``: the exported program the graph was converted from (its module stacks say which call each op
     belongs to, and the shapes of values the output does not need). ``call=None`` needs a module called once.
+    ``layer``: the module's path, or all its paths (a list; the first names it in messages).
     """
+    paths = [layer] if isinstance(layer, str) else list(layer)
+    layer = paths[0]
     if side not in (OUTPUT, INPUT):
         raise ConversionError(f"side must be 'output' or 'input', got {side!r}")
     nodes = {node.name: node for node in program.graph.nodes}
-    calls = module_calls(program, layer)
+    calls = module_calls(program, paths)
     indexes = sorted(set(calls.values()))
     if not indexes:
         raise ConversionError(f"module {layer!r} is never called in the exported graph (it computes nothing here)")

@@ -24,6 +24,7 @@ from xshap.check.crosscheck import compare
 from xshap.check.culprits import find_culprits
 from xshap.check.references import REFERENCES, RULE_TABLES, ReferenceResult, available_references
 from xshap.check.report import CrosscheckReport
+from xshap.errors import InputError
 from xshap.explain.explainer import Attribution
 from xshap.explain.text import TokenExplainer
 
@@ -60,13 +61,20 @@ def crosscheck_tokens(
     references: Sequence[str] | None = None,
     output: str | int | None = None,
     tokenizer=None,
+    explainer: TokenExplainer | None = None,
 ) -> CrosscheckReport:
     """xshap's ``TokenExplainer`` against shap's DeepExplainer and Captum's DeepLiftShap on the model split at its
-    input embeddings (module docstring); a ``CrosscheckReport`` with one verdict per row and output."""
+    input embeddings (module docstring); a ``CrosscheckReport`` with one verdict per row and output.
+
+    ``explainer``: a ``TokenExplainer`` of this model and background already built (its conversion is reused)."""
     import torch
 
     start = time.perf_counter()
-    explainer = TokenExplainer(model, background_ids, background_mask, output=output, tokenizer=tokenizer)
+    if explainer is None:
+        explainer = TokenExplainer(model, background_ids, background_mask, output=output, tokenizer=tokenizer)
+    elif explainer.model is not model or not np.array_equal(explainer.background[0], np.asarray(background_ids)):
+        raise InputError("explainer= must be a TokenExplainer of this model with these background ids")
+    output = explainer.explainer.output
     rows = explainer._rows(ids, mask)
     attribution = explainer.explain(*rows)
     seconds = time.perf_counter() - start
@@ -117,9 +125,10 @@ def crosscheck_tokens(
             result = ReferenceResult(result.name, None, error, elapsed, result.rule_table)
         comparisons.append(compare(result, ours))
     tables = {name: RULE_TABLES[name]() for name in names}
-    culprits = find_culprits(function.converted, tables, None) if names else []
+    culprits = find_culprits(function.converted, tables, None, varying_from=function.value_names) if names else []
     for culprit in culprits:  # paths in the user's model, not in xshap's wrappers around it
-        culprit.module_path = culprit.module_path.removeprefix(_WRAPPERS)
+        path = culprit.module_path
+        culprit.module_path = "" if path == _WRAPPERS.rstrip(".") else path.removeprefix(_WRAPPERS)
     return CrosscheckReport(
         model_name=f"{type(model).__name__} (tokens, at {type(explainer.layer).__name__})",
         outputs=attribution.outputs,

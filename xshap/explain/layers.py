@@ -46,6 +46,7 @@ class LayerFunction:
     calls: int = 1
     held_names: list[str] = field(default_factory=list)
     batch_axis: bool = True  # the values carry the exported batch-of-one axis (stripped in results)
+    value_names: list[str] = field(default_factory=list)  # the layer's values in the exported graph
 
     def model_output(self, params, *rows):
         """f(row): the tail at the row's own values and held values."""
@@ -83,10 +84,13 @@ def torch_layer_function(
         relative = resolve_layer(inner, layer)
     except ConversionError as error:
         raise InputError(str(error)) from None
-    marked = MarkedModel(model, inner.get_submodule(relative), output)
+    module = inner.get_submodule(relative)
+    aliases = [relative] + [p for p in _aliases(inner, module) if p != relative]
+    marked = MarkedModel(model, module, output)
     converted = converters.from_torch(marked, tuple(to_torch(e[:4]) for e in examples), output="0", decompose=decompose)
     try:
-        split = split_at_module(converted.graph, converted.capture.program, "model." + prefix + relative, side, call)
+        paths = ["model." + prefix + p for p in aliases]
+        split = split_at_module(converted.graph, converted.capture.program, paths, side, call)
     except ConversionError as error:
         raise InputError(str(error).replace("model." + prefix, "")) from None
 
@@ -97,8 +101,30 @@ def torch_layer_function(
         return _flat(split.tail(params, held, *values)[0])
 
     return LayerFunction(
-        head, tail, converted.params, converted, relative, side, split.call, split.calls, split.held_names
+        head,
+        tail,
+        converted.params,
+        converted,
+        relative,
+        side,
+        split.call,
+        split.calls,
+        split.held_names,
+        value_names=list(split.value_names),
     )
+
+
+def _aliases(model, module) -> list[str]:
+    """Every path at which ``module`` computes in ``model``: the paths of the object itself (a module registered
+    twice) and of its tied copies, modules of the same type whose parameters are the very same tensors (Hugging
+    Face ties a T5's ``shared`` embedding to ``encoder.embed_tokens`` that way, and only the copy is called)."""
+    own = [id(p) for p in module.parameters()]
+    found = []
+    for path, other in model.named_modules(remove_duplicate=False):
+        tied = own and type(other) is type(module) and [id(p) for p in other.parameters()] == own
+        if other is module or tied:
+            found.append(path)
+    return found
 
 
 def torch_input_function(
