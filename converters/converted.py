@@ -23,7 +23,14 @@ from converters.independence import (
 from converters.outputs import choose_output, output_leaves
 from converters.preflight import check_not_quantised, check_runs, check_tensors_have_values
 from converters.provenance import Provenance
-from converters.validate import ValidationReport, compare_layers, relative_difference, torch_node_values
+from converters.validate import (
+    FLOAT32_RTOL,
+    ValidationReport,
+    fill_batch,
+    needs_float64_recheck,
+    recheck_in_float64,
+    side_by_side,
+)
 
 
 def _as_tuple(inputs) -> tuple:
@@ -45,18 +52,6 @@ def _to_jax(tensor: torch.Tensor) -> jax.Array:
     if tensor.dtype == torch.bfloat16:  # numpy has no bfloat16: the same bits as JAX's own
         return jnp.asarray(tensor.contiguous().view(torch.int16).numpy()).view(jnp.bfloat16)
     return jnp.asarray(tensor.numpy())
-
-
-def _fill_batch(row, batch_size: int):
-    """A batch of ``batch_size`` copies of one row (without its batch axis)."""
-    return row[None] if batch_size == 1 else jnp.broadcast_to(row[None], (batch_size, *row.shape))
-
-
-def _leading_row(value, batch_size: int):
-    """A graph value's first row if its leading axis is the batch axis, else None."""
-    if getattr(value, "ndim", 0) > 0 and value.shape[0] == batch_size:
-        return value[0]
-    return None
 
 
 @dataclass
@@ -91,7 +86,7 @@ class Converted:
 
     def apply_row(self, params: dict, *rows):
         """One output row (without the batch axis) from one row of each input: the function xshap explains."""
-        return self.graph(params, *(_fill_batch(r, self.batch_size) for r in rows))[0]
+        return self.graph(params, *(fill_batch(r, self.batch_size) for r in rows))[0]
 
     def apply(self, params: dict, *inputs):
         """Batched forward: each row through the exported graph alone, vectorised with vmap (for a graph of
@@ -122,40 +117,32 @@ class Converted:
         return list(self.provenance.values())
 
     # -- self-check -------------------------------------------------------------------------------------
-    def validate(self, *inputs, rtol: float | None = None, max_rows: int = 16) -> ValidationReport:
+    def validate(
+        self, *inputs, rtol: float | None = None, max_rows: int = 16, recheck_float64: bool = True
+    ) -> ValidationReport:
         """Run the exported torch graph and the JAX function side by side on the same rows.
 
         Reports, per layer (module path and call), the largest relative difference of the values its
-        ops produce, and names the first layer that diverges beyond ``rtol``.
+        ops produce, and names the first layer that diverges beyond ``rtol``. A float32 model whose float32
+        differences exceed ``rtol`` is compared again in float64 (``recheck_float64``), where rounding vanishes
+        and a conversion error does not; ``report.decided_by`` says which comparison decided.
         """
         tensors = [as_tensor(x)[:max_rows] for x in inputs]
         n_rows = int(tensors[0].shape[0])
         if rtol is None:
-            rtol = 1e-10 if tensors[0].dtype == torch.float64 and jax.config.jax_enable_x64 else 1e-5
+            rtol = 1e-10 if tensors[0].dtype == torch.float64 and jax.config.jax_enable_x64 else FLOAT32_RTOL
         program = self.capture.program
-        weights = [w for w in weights_of(program).values()]
-        k = self.batch_size
-        torch_values, torch_outputs = [], []
-        for i in range(n_rows):  # each row alone: in every slot of the graph's batch
-            batch = [t[i : i + 1].expand(k, *t.shape[1:]) for t in tensors]
-            values, out = torch_node_values(program, weights, batch)
-            torch_values.append(values)
-            torch_outputs.append((out[0] if isinstance(out, (tuple, list)) else out)[:1])
-
-        def traced(*rows):
-            record: dict = {}
-            self.graph(self.params, *(_fill_batch(r, k) for r in rows), record=record)
-            firsts = {name: _leading_row(v, k) if isinstance(v, jax.Array) else None for name, v in record.items()}
-            return {name: v for name, v in firsts.items() if v is not None}
-
-        jax_values = jax.vmap(traced)(*(jnp.asarray(t.numpy()) for t in tensors))
-        for values in torch_values:  # compare like with like: the first row of values with a batch axis
-            for name, v in list(values.items()):
-                values[name] = _leading_row(v, k) if isinstance(v, torch.Tensor) else None
-        layers = compare_layers(self.provenance, torch_values, jax_values, rtol)
-        expected = np.concatenate([o.detach().numpy() for o in torch_outputs])
-        output_diff = relative_difference(np.asarray(self(*tensors)), expected)
-        return ValidationReport(layers, rtol, output_diff, n_rows)
+        weights = weights_of(program)
+        layers, output_diff = side_by_side(
+            program, list(weights.values()), self.graph, self.params, self.provenance, tensors, rtol,
+            batch_size=self.batch_size,
+        )  # fmt: skip
+        report = ValidationReport(layers, rtol, output_diff, n_rows)
+        if recheck_float64 and needs_float64_recheck(report, tensors, list(weights.values())):
+            report = recheck_in_float64(
+                report, program, weights, self.graph, self.provenance, tensors, batch_size=self.batch_size
+            )
+        return report
 
 
 def from_torch(

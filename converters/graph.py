@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import jax
+import torch
 import torch.fx
 
 from converters.errors import UnsupportedOperatorError
@@ -45,6 +46,18 @@ def _resolve(value, env: dict):
         return type(value)(_resolve(v, env) for v in value)
     if isinstance(value, dict):
         return {k: _resolve(v, env) for k, v in value.items()}
+    return value
+
+
+def retype(value, dtypes: Mapping):
+    """A recorded argument with every torch dtype in it replaced by ``dtypes[dtype]`` where given: how a graph
+    exported in float32 runs in float64 (its casts and tensor factories then make float64 too)."""
+    if isinstance(value, torch.dtype):
+        return dtypes.get(value, value)
+    if isinstance(value, (list, tuple)):
+        return type(value)(retype(v, dtypes) for v in value)
+    if isinstance(value, dict):
+        return {k: retype(v, dtypes) for k, v in value.items()}
     return value
 
 
@@ -94,15 +107,19 @@ class GraphFunction:
         self.input_names: list[str] = captured.input_names
         self.output_refs = _template(outputs)
 
-    def __call__(self, params: dict, *inputs, record: dict | None = None):
-        """Evaluate the graph; with ``record`` given, store every node's value in it by node name."""
+    def __call__(self, params: dict, *inputs, record: dict | None = None, dtypes: Mapping | None = None):
+        """Evaluate the graph; with ``record`` given, store every node's value in it by node name. ``dtypes``:
+        torch dtype -> torch dtype for the dtype arguments recorded in the graph (see ``retype``)."""
         if len(inputs) != len(self.input_names):
             raise TypeError(f"expected {len(self.input_names)} input(s), got {len(inputs)}")
         env = {name: params[name] for name in self.param_names}
         env.update(zip(self.input_names, inputs))
         for step in self.steps:
+            args, kwargs = _resolve(step.args, env), _resolve(step.kwargs, env)
+            if dtypes:
+                args, kwargs = retype(args, dtypes), retype(kwargs, dtypes)
             with jax.named_scope(step.provenance.scope):
-                value = step.impl(*_resolve(step.args, env), **_resolve(step.kwargs, env))
+                value = step.impl(*args, **kwargs)
             env[step.name] = value
             if record is not None:
                 record[step.name] = value

@@ -97,8 +97,9 @@ def cut_at_layer(graph: GraphFunction, provenance: dict, layer: str) -> Cut:
     if not nodes:
         raise ConversionError(f"module {layer!r} takes no input computed from the model's inputs")
 
-    # which steps depend on the model's inputs other than through the cut
-    through_x = set(graph.input_names)
+    # which steps depend on the model's inputs other than through the cut. A model input that IS one of the
+    # layer's inputs (the layer is the first to read it) is the cut itself: the head is the identity there.
+    through_x = set(graph.input_names) - set(nodes)
     for step in steps:
         if step.name in nodes:
             continue

@@ -154,6 +154,68 @@ def test_interim_layer_bypassed_by_a_residual_is_refused():
         xshap.DeepExplainer((model, "innr"), torch.randn(6, 4))
 
 
+class NestedCNN(torch.nn.Module):
+    """shap's test_pytorch_mnist_cnn_call layout: conv_layers.0 is the first module, its input the model's."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv_layers = torch.nn.Sequential(
+            torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Conv2d(4, 3, 3), torch.nn.ReLU()
+        )
+        self.fc_layers = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 3))
+
+    def forward(self, x):
+        return self.fc_layers(self.conv_layers(x))
+
+
+@pytest.fixture(scope="module")
+def images():
+    g = torch.Generator().manual_seed(4)
+    return torch.randn(10, 1, 8, 8, generator=g), torch.randn(3, 1, 8, 8, generator=g)
+
+
+def test_interim_at_the_first_layer_is_the_model_input(images):
+    """(model, model[0]): the layer's input IS the model input, so the head is the identity and the values equal
+    the plain explanation's; shap's interim values (correct on this net) equal them too."""
+    shap = pytest.importorskip("shap")
+    torch.manual_seed(5)
+    nested = NestedCNN()
+    model = torch.nn.Sequential(*nested.conv_layers, *nested.fc_layers).eval()
+    background, X = images
+    mine = xshap.DeepExplainer((model, model[0]), background).shap_values(X)
+    plain = xshap.DeepExplainer(model, background).shap_values(X)
+    assert mine.shape == plain.shape == (3, 1, 8, 8, 3)
+    np.testing.assert_allclose(mine, plain, rtol=1e-6, atol=1e-7)
+    model_copy = copy.deepcopy(model)
+    theirs = shap.DeepExplainer((model_copy, model_copy[0]), background).shap_values(X, check_additivity=False)
+    close(mine, theirs)
+
+
+def test_interim_at_a_layer_called_on_a_view_of_the_input(images):
+    """A model that reshapes its flat input before its first layer, nested as in shap's test_pytorch_mnist_cnn_call
+    (``conv_layers.0``): the layer's input is that view, and the values equal the plain explanation of the body."""
+
+    class Flat(torch.nn.Module):
+        def __init__(self, body):
+            super().__init__()
+            self.body = body
+
+        def forward(self, x):
+            return self.body(x.view(-1, 1, 8, 8))
+
+    torch.manual_seed(5)
+    body = NestedCNN().eval()
+    model = Flat(body).eval()
+    background, X = (t.reshape(len(t), 64) for t in images)
+    mine = xshap.DeepExplainer((model, body.conv_layers[0]), background).shap_values(X)
+    assert mine.shape == (3, 1, 8, 8, 3)
+    direct = xshap.DeepExplainer(body, images[0]).shap_values(images[1])
+    np.testing.assert_allclose(mine, direct, rtol=1e-6, atol=1e-7)
+    with torch.no_grad():
+        f, expected = model(X).numpy(), model(background).numpy().mean(axis=0)
+    np.testing.assert_allclose(mine.reshape(3, -1, 3).sum(axis=1), f - expected, rtol=1e-4, atol=1e-4)
+
+
 def test_interim_for_jax_functions():
     import jax.numpy as jnp
 

@@ -166,3 +166,59 @@ def test_scan_is_unrolled_and_gated_recurrence_is_complete():
         return jnp.concatenate([h, ys])
 
     _complete(rnn, _random((5, 3), 4), _random((5, 3), 5), rtol=1e-4)
+
+
+# -- complex intermediates (FFT convolutions, spectra) ----------------------------------------------------------
+def _compiled_multipliers(fn, x, r):
+    """``multipliers`` as one compiled program (xshap's XLA options): one compilation instead of one per op."""
+    from xshap.explain.compiling import jit
+
+    prepared = deeplift(fn, x)
+    return np.asarray(jit(jax.jacrev(lambda xx, rr: prepared.paired((), [xx], [rr])))(x, r))
+
+
+def _as_complex(v):
+    return jax.lax.complex(v[0], v[1])
+
+
+def test_complex_magnitude_is_the_norm_of_the_parts():
+    """|z| = sqrt(re^2 + im^2): m_re = (re_x + re_r) / (|z_x| + |z_r|), and the same for im; against a zero
+    reference (|0|, where sqrt's slope is infinite) finite and complete."""
+    x, r = jnp.array([3.0, 4.0]), jnp.array([-1.0, 0.5])
+    m = _compiled_multipliers(lambda v: jnp.abs(_as_complex(v))[None], x, r)[0]
+    norm_x, norm_r = float(jnp.hypot(*x)), float(jnp.hypot(*r))
+    np.testing.assert_allclose(m, (np.asarray(x) + np.asarray(r)) / (norm_x + norm_r), rtol=1e-6)
+    zero = _compiled_multipliers(lambda v: jnp.abs(_as_complex(v))[None], x, jnp.zeros(2))[0]
+    assert np.all(np.isfinite(zero))
+    np.testing.assert_allclose(float(zero @ x), norm_x, rtol=1e-6)
+
+
+def test_complex_unit_is_rescaled_by_the_complex_quotient():
+    """Re(z^2) with z = x0 + i x1: the unit's multiplier is m = (z_x^2 - z_r^2) / (z_x - z_r) = z_x + z_r, so the
+    multipliers of x0 and x1 are Re(m) and -Im(m): real, and complete."""
+    x, r = jnp.array([1.5, -0.5]), jnp.array([0.2, 0.7])
+    m = _compiled_multipliers(lambda v: jnp.real(_as_complex(v) ** 2)[None], x, r)[0]
+    total = complex(*x) + complex(*r)
+    np.testing.assert_allclose(m, [total.real, -total.imag], rtol=1e-6)
+
+
+SPECTRAL = {
+    "rfft_filter_irfft": lambda v: jnp.fft.irfft(jnp.fft.rfft(v, 16) * jnp.fft.rfft(jnp.arange(4.0), 16), 16)[:8],
+    "two_spectra": lambda v: jnp.fft.irfft(jnp.fft.rfft(v) * jnp.fft.rfft(jnp.tanh(v[::-1])), 8),
+    "power_spectrum": lambda v: jnp.abs(jnp.fft.rfft(v, norm="ortho")) ** 2,
+    "holomorphic_unit": lambda v: jnp.real(jnp.exp(0.3 * jnp.fft.fft(v))) + jnp.imag(jnp.fft.fft(v) ** 3) / 20,
+    "non_analytic_unit": lambda v: jnp.real(jnp.sign(jnp.fft.rfft(v)) * jnp.fft.rfft(v)),  # sign: z / |z|
+    "fft2_phase": lambda v: jnp.angle(jnp.fft.fft2(v.reshape(2, 4)) + 1.0).ravel(),
+}
+
+
+def test_spectral_functions_are_complete_with_real_multipliers():
+    x = jnp.array([0.5, -1.2, 2.0, 0.3, -0.7, 1.1, 0.0, -2.2])
+    r = jnp.array([0.1, 0.4, -0.3, 0.3, 1.5, -0.2, 0.6, 0.0])
+    for name, fn in SPECTRAL.items():
+        m = _compiled_multipliers(fn, x, r)
+        assert m.dtype == np.float32 and np.all(np.isfinite(m)), name
+        total, expected = m @ np.asarray(x - r), np.asarray(fn(x)) - np.asarray(fn(r))
+        np.testing.assert_allclose(
+            total, expected, rtol=1e-4, atol=1e-4 * max(1.0, np.abs(expected).max()), err_msg=name
+        )

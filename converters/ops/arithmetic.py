@@ -1,4 +1,5 @@
-"""Elementwise arithmetic: add, sub, mul, div, neg (tensor-tensor and tensor-scalar)."""
+"""Elementwise arithmetic: add, sub, mul, div, neg (tensor-tensor and tensor-scalar), and the fused forms
+addcmul, addcdiv and lerp, written out as the products and sums they are."""
 
 from __future__ import annotations
 
@@ -46,3 +47,29 @@ def div_mode(a, b, *, rounding_mode=None):
 @register("aten.neg")
 def neg(a):
     return -a
+
+
+@register("aten.addcmul")
+def addcmul(x, tensor1, tensor2, *, value=1):
+    """x + value * tensor1 * tensor2 (ConvNeXt-V2's GlobalResponseNorm, optimisers' moment updates)."""
+    return x + value * tensor1 * tensor2
+
+
+@register("aten.addcdiv")
+def addcdiv(x, tensor1, tensor2, *, value=1):
+    return x + value * jnp.true_divide(tensor1, tensor2)
+
+
+@register("aten.lerp.Scalar")
+def lerp_scalar(start, end, weight):
+    # torch's two-sided formula, which is exact at both ends; the branch is on a Python number
+    if abs(weight) < 0.5:
+        return start + weight * (end - start)
+    return end - (end - start) * (1 - weight)
+
+
+@register("aten.lerp.Tensor")
+def lerp_tensor(start, end, weight):
+    """start + weight * (end - start). torch picks the form per element by |weight| < 0.5, which differs by a
+    rounding only; one form keeps an input-dependent weight a plain product for DeepLIFT (no selection on it)."""
+    return start + weight * (end - start)

@@ -28,6 +28,11 @@ def full(size, fill_value, *, dtype=None, **_):
     return jnp.full(tuple(size), fill_value, _dtype(dtype, default))
 
 
+@register("aten.linspace")
+def linspace(start, end, steps, *, dtype=None, **_):
+    return jnp.linspace(start, end, steps, dtype=_dtype(dtype))
+
+
 @register("aten.scalar_tensor")
 def scalar_tensor(value, *, dtype=None, **_):
     return jnp.asarray(value, _dtype(dtype))

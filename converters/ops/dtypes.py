@@ -10,6 +10,8 @@ _DTYPES = {
     torch.bfloat16: jnp.bfloat16,
     torch.float32: jnp.float32,
     torch.float64: jnp.float64,
+    torch.complex64: jnp.complex64,
+    torch.complex128: jnp.complex128,
     torch.int8: jnp.int8,
     torch.int16: jnp.int16,
     torch.int32: jnp.int32,

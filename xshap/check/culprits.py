@@ -65,12 +65,22 @@ NONLINEAR_MODULES: dict[str, tuple[str, ...]] = {
     **{op: () for op in ("max", "min", "amax", "amin", "maximum", "minimum", "clamp_min", "clamp_max")},
     **{op: () for op in ("exp", "log", "log1p", "expm1", "sqrt", "rsqrt", "pow", "abs", "sin", "cos", "erf")},
     **{op: () for op in ("reciprocal", "logsumexp", "softsign")},
+    # norms (torch.norm, F.normalize, ScaleNorm, GlobalResponseNorm) and a complex spectrum's magnitude and phase
+    **{op: () for op in ("linalg_vector_norm", "linalg_norm", "linalg_matrix_norm", "frobenius_norm", "norm")},
+    **{op: () for op in ("renorm", "angle")},
 }
 PRODUCT_OPS = {
     "mul", "div", "matmul", "mm", "bmm", "einsum", "baddbmm", "addbmm", "addmm", "linear",
     "scaled_dot_product_attention", "_scaled_dot_product_flash_attention_for_cpu",
     "_scaled_dot_product_efficient_attention", "_scaled_dot_product_flash_attention",
 }  # fmt: skip
+# fused ops whose product is of some of their operands only: op -> (positions of one factor, of the other);
+# a product if both factors depend on the input (for addcdiv, also when the divisor alone does)
+FUSED_PRODUCTS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
+    "addcmul": ((1,), (2,)),
+    "addcdiv": ((1,), (2,)),
+    "lerp": ((0, 1), (2,)),
+}
 
 # Captum (0.9 and earlier) goes wrong when one hooked nonlinear module feeds another directly
 # (ReLU -> MaxPool, MaxPool -> ReLU, ...): captum issue #1104. Module-level references it affects:
@@ -200,6 +210,13 @@ def find_culprits(
         prov = provenance[node.name]
         op = base_op(prov.op)
         mtype = prov.module_type.rsplit(".", 1)[-1]
+        if op in FUSED_PRODUCTS:
+            factor, other = (
+                any(_varying_float(node.args, i, varying) for i in positions) for positions in FUSED_PRODUCTS[op]
+            )
+            if (factor and other) or (op == "addcdiv" and other):
+                add(PRODUCT, prov, op, references)
+            continue
         if op in PRODUCT_OPS:
             tensors = [a for a in node.args if hasattr(a, "name") and _is_float_tensor(a)]
             if sum(a.name in varying for a in tensors) >= 2 or (
@@ -246,6 +263,12 @@ def _instance_paths(model) -> dict[str, str]:
     for path, module in model.named_modules(remove_duplicate=False):
         paths[path] = first.setdefault(id(module), path)
     return paths
+
+
+def _varying_float(args, position: int, varying: set[str]) -> bool:
+    """Whether argument ``position`` is an input-dependent float tensor."""
+    arg = args[position] if position < len(args) else None
+    return hasattr(arg, "name") and arg.name in varying and _is_float_tensor(arg)
 
 
 def _is_float_tensor(node) -> bool:

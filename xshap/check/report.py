@@ -130,7 +130,7 @@ class CrosscheckReport:
             worst = max((layer.max_rel_diff for layer in self.validation.layers), default=0.0)
             lines.append(
                 f"conversion check: {len(self.validation.layers)} layer call(s), max rel diff {worst:.1e} "
-                f"vs torch ({'OK' if self.validation.ok else 'MISMATCH'})"
+                f"vs torch ({'OK' if self.validation.ok else 'MISMATCH'}: {self.validation.decided_by})"
             )
         lines.append(
             f"xshap: complete, max |gap| {np.max(np.abs(self.xshap_gaps)):.2e} "

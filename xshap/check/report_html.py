@@ -183,7 +183,7 @@ def render_html(report, standalone: bool = True) -> str:
         ok = "OK" if report.validation.ok else "MISMATCH"
         validation = (
             f"<p>conversion checked against torch: {len(report.validation.layers)} layer call(s), "
-            f"max relative difference {_num(worst)} ({ok})</p>"
+            f"max relative difference {_num(worst)} ({ok}: {escape(report.validation.decided_by)})</p>"
         )
     body = (
         f'<div class="xshap-report"><style>{STYLE}</style>'

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import jax.numpy as jnp
+
 from xshap.engine.program import Eqn, Program
 
 # Primitives that act elementwise on operands of the output's shape (rank-0 operands broadcast).
@@ -62,6 +64,14 @@ def is_linear_elementwise(eqn: Eqn, varying: set[int]) -> bool:
     return False
 
 
+def is_complex_to_real(eqn: Eqn, program: Program) -> bool:
+    """A complex operand and a real result (``abs`` of a spectrum, a cast that drops the imaginary part): kept
+    out of units, where the rescale's complex quotient would give a real value a complex tangent. ``abs`` gets
+    the rule of a 2-norm of the real and imaginary parts (``xshap.engine.rules.complex``), a cast the linear one."""
+    complex_in = any(jnp.issubdtype(program.aval(a).dtype, jnp.complexfloating) for a in eqn.inputs)
+    return complex_in and not any(jnp.issubdtype(program.aval(o).dtype, jnp.complexfloating) for o in eqn.outputs)
+
+
 def module_scope_of(scope: str, module_scopes: frozenset[str]) -> str | None:
     """The module call (one of ``module_scopes``) whose name scope contains ``scope``, if any."""
     parts = scope.split("/")
@@ -92,7 +102,7 @@ def analyse(program: Program, module_scopes: frozenset[str] = frozenset()) -> An
         roots = {root_of.get(a, a) for a in varying_in}
         out_shape = program.aval(eqn.outputs[0]).shape
         same_shape = all(program.aval(a).shape == out_shape for a in varying_in)
-        if eqn.name in ELEMENTWISE and len(roots) == 1 and same_shape:
+        if eqn.name in ELEMENTWISE and len(roots) == 1 and same_shape and not is_complex_to_real(eqn, program):
             root = roots.pop()
             unit = unit_of_root.setdefault(root, Unit(root))
             unit.eqns.append(eqn)

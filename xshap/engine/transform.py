@@ -191,7 +191,9 @@ def _evaluate_unit(unit: Unit, env: dict, varying: set[int], program: Program, p
         return tuple(local[o] for o in wanted)
 
     consts = [env[i] for i in const_ids]
-    source = find_linear_source(unit.root, producers, varying) if producers is not None and not unit.module else None
+    # RevealCancel splits Delta z by sign: only for a real z
+    reveal = producers is not None and not unit.module and not jnp.iscomplexobj(root.x)
+    source = find_linear_source(unit.root, producers, varying) if reveal else None
     if float_outputs and source is not None:
         a = env[source.eqn.inputs[source.input_position]]
         weight = _value(env, source.eqn.inputs[source.weight_position])

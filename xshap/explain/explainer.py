@@ -295,13 +295,18 @@ class DeepExplainer:
             for leaf in leaves:  # every copy started before the first wait (on an accelerator a wait costs most)
                 leaf.copy_to_host_async()
             if results is None:
-                results = [np.empty((n, *leaf.shape[1:]), dtype=leaf.dtype) for leaf in leaves]
+                mass_leaf = len(chunk) + 1  # sum(|phi|): used per chunk for the tolerance, never kept for all N
+                results = [
+                    None if k == mass_leaf else np.empty((n, *leaf.shape[1:]), dtype=leaf.dtype)
+                    for k, leaf in enumerate(leaves)
+                ]
             for whole, leaf in zip(results, leaves):
-                whole[start : start + rows] = np.asarray(leaf)[:rows]
+                if whole is not None:
+                    whole[start : start + rows] = np.asarray(leaf)[:rows]
             # gaps, tolerances and the finite check per chunk: over all N at once their temporaries grow with N
             part = slice(start, start + rows)
             chunk_values = [v[part].reshape(rows, self.n_outputs, -1) for v in results[: len(chunk)]]
-            chunk_outputs, chunk_mass = results[len(chunk)][part], results[len(chunk) + 1][part]
+            chunk_outputs, chunk_mass = results[len(chunk)][part], np.asarray(leaves[mass_leaf])[:rows]
             total = sum(v.sum(axis=2, dtype=np.float64) for v in chunk_values)
             gaps[part] = total - (chunk_outputs.astype(np.float64) - self.expected_value)
             tolerance[part] = completeness_tolerance(
@@ -310,10 +315,9 @@ class DeepExplainer:
             finite[part] = np.logical_and.reduce([np.isfinite(v).all(axis=(1, 2)) for v in chunk_values])
             del result, leaves, chunk_values
         if pair_totals:
-            values, outputs, mass, totals = jax.tree_util.tree_unflatten(tree, results)
+            values, outputs, _, totals = jax.tree_util.tree_unflatten(tree, results)
         else:
-            (values, outputs, mass), totals = jax.tree_util.tree_unflatten(tree, results), None
-        del mass  # in the tolerance
+            (values, outputs, _), totals = jax.tree_util.tree_unflatten(tree, results), None
         attribution = Attribution(list(values), outputs, self.expected_value, gaps, tolerance, finite=finite)
         attribution.recomputed = np.zeros(n, dtype=bool)
         if pair_totals:
@@ -356,8 +360,15 @@ class DeepExplainer:
             return
         for mine, theirs in zip(attribution.values, high.values):
             mine[rows] = theirs.astype(mine.dtype)
-        attribution.gaps[rows] = high.gaps
-        attribution.tolerance[rows] = high.tolerance
+        # the values are returned in the model's type: their gaps are those of the values as returned, and the
+        # rounding of storing them is allowed for (16 eps of that type per unit of attribution mass)
+        stored = [v[rows].reshape(len(rows), self.n_outputs, -1).astype(np.float64) for v in attribution.values]
+        change = high.outputs.astype(np.float64) - high.expected_value
+        attribution.gaps[rows] = sum(v.sum(axis=2) for v in stored) - change
+        eps = float(jnp.finfo(attribution.values[0].dtype).eps)
+        attribution.tolerance[rows] = high.tolerance + ROUNDING_FACTOR * eps * sum(
+            np.abs(v).sum(axis=2) for v in stored
+        )
         attribution.finite[rows] = _finite_rows(high)
         if pair_totals:
             attribution.pair_totals[rows] = high.pair_totals

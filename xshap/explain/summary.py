@@ -26,6 +26,7 @@ RULE_DESCRIPTIONS = {
     "shapley.divide": "two-operand Shapley split (division)",
     "linear.select": "select: linear in the chosen operand",
     "linear.stop_gradient": "constant (no attribution)",
+    "complex.magnitude": "|z| of a complex z as sqrt(re^2 + im^2): exact squares, rescaled sqrt",
 }
 LINEAR_RULES = {"linear.linear", "linear.indexed", "linear.indexed_update", "linear.convolution"}
 

@@ -8,9 +8,12 @@ from xshap.errors import NoRuleError
 LINEAR_PRIMITIVES = (
     "add", "sub", "neg", "reshape", "broadcast_in_dim", "transpose", "squeeze", "expand_dims",
     "concatenate", "slice", "pad", "reduce_sum", "convert_element_type", "copy", "copy_p", "rev",
-    "cumsum", "reduce_precision", "real", "imag", "conj", "stack", "split", "reduce_window_sum",
-    "tile",
+    "cumsum", "reduce_precision", "real", "imag", "conj", "complex", "stack", "split", "reduce_window_sum",
+    "tile", "fft",
 )  # fmt: skip
+# "fft" (every jnp.fft transform, forward or inverse, real or complex) and the complex parts ("real", "imag",
+# "conj", "complex") are linear over the reals: exact for the real multipliers of a real input, whatever
+# complex values flow in between.
 
 
 @rule(*LINEAR_PRIMITIVES)

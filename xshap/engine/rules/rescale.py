@@ -1,4 +1,8 @@
-"""The Rescale rule: m = (f(z) - f(z_r)) / (z - z_r) for an elementwise function of one varying input."""
+"""The Rescale rule: m = (f(z) - f(z_r)) / (z - z_r) for an elementwise function of one varying input.
+
+For a complex z (a spectrum) the same quotient is a complex number with m * Delta z = Delta f exactly, so the
+rule stays complete; the derivatives w.r.t. the real inputs that it feeds are real all the same.
+"""
 
 from __future__ import annotations
 
@@ -32,7 +36,7 @@ def rescale(f: UnaryFn, zx: jax.Array, zr: jax.Array, consts: Sequence = ()) -> 
         stuck = frozen(zx, zr)
         z_small = unresolved(delta, jnp.where(stuck, 0, zx), jnp.where(stuck, 0, zr))
         midpoint = jnp.where(stuck, 0, zx / 2 + zr / 2)  # halves first: no overflow near the float maximum
-        _, slopes = jax.jvp(lambda z: tuple(f(z, *consts)), (midpoint,), (jnp.ones_like(midpoint),))
+        slopes = _slopes(lambda z: tuple(f(z, *consts)), midpoint, delta)
         multipliers = []
         for a, b, slope in zip(yx, yr, slopes):
             change = difference(a, b)
@@ -44,6 +48,17 @@ def rescale(f: UnaryFn, zx: jax.Array, zr: jax.Array, consts: Sequence = ()) -> 
         return yx, tuple(m * dz for m in multipliers)
 
     return unit(zx, zr, tuple(consts))
+
+
+def _slopes(fn, midpoint, delta) -> tuple:
+    """The derivative of each output at the midpoint, for the small-difference fallback. A function of a complex
+    z need not be analytic (``sign``, a ``conj`` inside a unit): its derivative depends on the direction, so
+    it is taken along the change itself, d f(mid)[Delta z] / Delta z (along 1 where Delta z is 0); for real z
+    that is the ordinary derivative."""
+    if not jnp.iscomplexobj(midpoint):
+        return jax.jvp(fn, (midpoint,), (jnp.ones_like(midpoint),))[1]
+    direction = jnp.where(delta == 0, jnp.ones_like(delta), delta)
+    return tuple(along / direction for along in jax.jvp(fn, (midpoint,), (direction,))[1])
 
 
 def _finite_slope(slope, yx, yr, delta):
