@@ -26,7 +26,7 @@ from xshap.explain import fingerprint as fingerprints
 from xshap.explain.compiling import jit
 from xshap.explain.completeness import completeness_tolerance, incomplete, tolerance_precision
 from xshap.explain.data import as_input_list, check_background, check_inputs
-from xshap.explain.layers import INPUT, OUTPUT, LayerFunction, jax_layer_function, torch_layer_function
+from xshap.explain.layers import INPUT, OUTPUT, LayerFunction, jax_layer_function, torch_layer_functions
 from xshap.explain.precision import FLOAT64, cast_floats, model_float_dtype, needs_x64, precision
 
 EACH, SUM = "each", "sum"
@@ -80,6 +80,8 @@ class LayerExplainer:
     ):
         if attribute_to not in (OUTPUT, INPUT):
             raise InputError(f"attribute_to must be 'output' or 'input', got {attribute_to!r}")
+        if not (call is None or call in (EACH, SUM) or (isinstance(call, (int, np.integer)) and call >= 0)):
+            raise InputError(f"call must be a call index (0, 1, ...), 'each' or 'sum', got {call!r}")
         given, self.multi_input = as_input_list(data)
         check_background(given)
         self._given = [np.empty((0, *b.shape[1:]), dtype=b.dtype) for b in given]
@@ -101,10 +103,7 @@ class LayerExplainer:
         from xshap.explain.model import _is_torch_module
 
         if _is_torch_module(model):
-            calls = [self.call] if not isinstance(self.call, str) else _all_calls(model, layer, self._background)
-            return [
-                torch_layer_function(model, layer, self._background, self.attribute_to, c, self.output) for c in calls
-            ]
+            return torch_layer_functions(model, layer, self._background, self.attribute_to, self.call, self.output)
         if callable(model) and callable(layer):
             if self.call is not None or self.attribute_to != OUTPUT:
                 raise InputError("a JAX (first, rest) pair is explained at first's output: no call= or attribute_to=")
@@ -223,17 +222,6 @@ def _summed(results: list[LayerAttribution]) -> LayerAttribution:
         np.full_like(gaps, np.inf),
         first.held,
     )
-
-
-def _all_calls(model, layer, background) -> list[int]:
-    """Every call index of ``layer`` in the model's exported graph."""
-    import converters
-    from converters.interim import resolve_layer
-    from converters.split import module_calls
-    from xshap.explain.data import to_torch
-
-    converted = converters.from_torch(model, tuple(to_torch(b[:4]) for b in background), output=None)
-    return sorted(set(module_calls(converted.capture.program, resolve_layer(model, layer)).values()))
 
 
 def _fingerprinter(model, layer):

@@ -73,10 +73,25 @@ def torch_layer_function(
     The layer is marked while the model is exported (``converters.split.MarkedModel``), so that a module that
     emits no op of its own, or whose result the model never uses, is cut like any other. ``prefix``: the path of
     the user's model inside ``model`` (when ``model`` wraps it to bind arguments)."""
+    return torch_layer_functions(model, layer, examples, side, call, output, prefix, decompose)[0]
+
+
+def torch_layer_functions(
+    model,
+    layer,
+    examples: list[np.ndarray],
+    side: str = OUTPUT,
+    call: int | str | None = None,
+    output=None,
+    prefix: str = "",
+    decompose: str = "always",
+) -> list[LayerFunction]:
+    """``torch_layer_function`` for one call (an int, or None for a module called once), or for every call of
+    the module (``call`` a string: ``"each"`` / ``"sum"``), from one conversion of the model."""
     import converters
     from converters.errors import ConversionError
     from converters.interim import resolve_layer
-    from converters.split import MarkedModel, split_at_module
+    from converters.split import MarkedModel, module_calls, split_at_module
     from xshap.explain.data import to_torch
 
     inner = model.get_submodule(prefix.rstrip(".")) if prefix else model
@@ -88,12 +103,20 @@ def torch_layer_function(
     aliases = [relative] + [p for p in _aliases(inner, module) if p != relative]
     marked = MarkedModel(model, module, output)
     converted = converters.from_torch(marked, tuple(to_torch(e[:4]) for e in examples), output="0", decompose=decompose)
-    try:
-        paths = ["model." + prefix + p for p in aliases]
-        split = split_at_module(converted.graph, converted.capture.program, paths, side, call)
-    except ConversionError as error:
-        raise InputError(str(error).replace("model." + prefix, "")) from None
+    paths = ["model." + prefix + p for p in aliases]
+    program = converted.capture.program
+    calls = sorted(set(module_calls(program, paths).values())) if isinstance(call, str) else [call]
+    functions = []
+    for index in calls or [None]:  # a module never called: split_at_module says so
+        try:
+            split = split_at_module(converted.graph, program, paths, side, index)
+        except ConversionError as error:
+            raise InputError(str(error).replace("model." + prefix, "")) from None
+        functions.append(_from_split(split, converted, relative, side))
+    return functions
 
+
+def _from_split(split, converted, relative: str, side: str) -> LayerFunction:
     def head(params, *rows):
         return split.head(params, *(r[None] for r in rows))
 
