@@ -46,8 +46,7 @@ def test_captums_deeplift_tests_pass_against_xshap():
         [
             sys.executable,
             "-m",
-            "pytest",
-            "-q",
+            "pytest",  # not -q: the header says whether the classes were swapped
             "-rfEX",
             "-p",
             "tests.peer.captum_peer_plugin",
@@ -69,7 +68,7 @@ def test_captums_deeplift_tests_pass_against_xshap():
         timeout=1200,
     )
     tail = run.stdout[-6000:] + run.stderr[-2000:]
-    assert "captum's DeepLIFT classes are xshap.captum's: True" in run.stdout, tail
+    assert "captum's DeepLIFT classes are xshap.captum's: True" in run.stdout, run.stdout[:3000] + tail
     assert run.returncode == 0, tail
     counts = dict((kind, int(n)) for n, kind in re.findall(r"(\d+) (passed|failed|xfailed|xpassed|error)", tail))
     assert counts.get("xfailed", 0) == len(CAPTUM_LIMITATIONS), (counts, tail)

@@ -194,7 +194,8 @@ def test_captum_dropin_options(rows):
 
 
 def test_captum_dropin_converts_once_and_again_after_an_edit(rows, monkeypatch):
-    """The conversion is cached on the object across calls (the same shapes) and redone when the weights change."""
+    """The conversion is cached across calls (the same shapes), shared with a new object of an equal model (as
+    Captum's tests build them), and redone when the weights change."""
     import converters
 
     x, bg, scale = rows
@@ -202,9 +203,13 @@ def test_captum_dropin_converts_once_and_again_after_an_edit(rows, monkeypatch):
     calls = []
     real = converters.from_torch
     monkeypatch.setattr(converters, "from_torch", lambda *a, **k: calls.append(1) or real(*a, **k))
+    xc.clear_cache()
     dl = xc.LayerDeepLift(model, model.stem)
     first = [dl.attribute(x, bg[:1], target=1, additional_forward_args=(scale,)) for _ in range(3)]
     assert len(calls) == 1 and all(torch.equal(first[0], a) for a in first)
+    equal = Net().eval()  # the same class and weights: the same program
+    again_equal = xc.LayerDeepLift(equal, equal.stem).attribute(x, bg[:1], target=1, additional_forward_args=(scale,))
+    assert len(calls) == 1 and torch.allclose(again_equal, first[0], atol=1e-6)
     with torch.no_grad():
         model.body[0].weight.mul_(2.0)
     again = dl.attribute(x, bg[:1], target=1, additional_forward_args=(scale,))

@@ -14,7 +14,9 @@ something does (a residual around the layer) Captum's delta includes the bypasse
 
 Conversion and compilation are cached on each object, per input shapes and dtypes, per non-tensor argument and
 per layer side; the cache is dropped when the model's content fingerprint changes (``xshap.explain.fingerprint``),
-so an edited model is converted again. Arguments Captum refuses with an ``AssertionError`` raise
+so an edited model is converted again. The programs are also kept in a bounded process-wide cache keyed by the
+model's content (its class objects, weights, attributes and module structure, no object identities), so a new
+object of an equal model (Captum's tests build one per test) reuses them; ``clear_cache()`` empties it. Arguments Captum refuses with an ``AssertionError`` raise
 ``CaptumArgumentError``, which is one.
 """
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 import copy
 import functools
 import inspect
+from collections import OrderedDict
 from collections.abc import Callable
 
 import numpy as np
@@ -38,6 +41,7 @@ from xshap.explain.precision import model_float_dtype, needs_x64, precision
 
 __all__ = [
     "CaptumArgumentError",
+    "clear_cache",
     "DeepLift",
     "DeepLiftShap",
     "LayerDeepLift",
@@ -210,26 +214,78 @@ def _signature(value) -> object:
     return ("object", id(value))
 
 
+def _layer_key(model: torch.nn.Module, layer) -> object:
+    """A layer in a cache key: its first path in the model (the same in every object of one content)."""
+    if isinstance(layer, str):
+        return ("path", layer)
+    for path, module in model.named_modules(remove_duplicate=False):
+        if module is layer:
+            return ("path", path)
+    return ("object", id(layer))
+
+
 # -- the shared machinery -------------------------------------------------------------------------------------
+_SHARED: OrderedDict = OrderedDict()  # (model content, program key) -> program, across objects: most recent last
+_SHARED_SIZE = 64
+
+
+def clear_cache() -> None:
+    """Forget the programs shared across objects (each object's own are kept while it lives)."""
+    _SHARED.clear()
+
+
+def _content(state: dict, model: torch.nn.Module) -> tuple:
+    """The model's content without object identities: the fingerprint with each module named by its class (the
+    class object, not only its name: two local classes ``Net`` differ) and the first path of its object (so that a
+    module registered twice differs from two equal modules). Two objects with one content convert to one program.
+    """
+    first: dict[int, str] = {}
+    named = dict(state)
+    for path, module in model.named_modules(remove_duplicate=False):
+        where = path or "<root>"
+        kind = type(module)
+        named[f"module {where}"] = (
+            f"{kind.__module__}.{kind.__qualname__}#{id(kind):x}={first.setdefault(id(module), where)}"
+        )
+    return tuple(sorted(named.items()))
+
+
 class _Cached:
-    """Converted and compiled programs of one model, kept while its fingerprint is unchanged."""
+    """Converted and compiled programs of one model, kept while its fingerprint is unchanged. Programs are also
+    shared across objects whose models have the same content (``_content``; a bounded process-wide cache), as a
+    test suite or a notebook builds the same model again and again."""
 
     def __init__(self, model: torch.nn.Module):
         self.model = model
         self._programs: dict = {}
         self._fingerprint = None
+        self._content: tuple | None = None
 
     def _check(self) -> None:
         state = fingerprints.torch_fingerprint(self.model)
         if state != self._fingerprint:
             self._programs.clear()
             self._fingerprint = state
+            self._content = None
 
-    def get(self, key, build: Callable[[], object]):
-        """The entry ``key`` (a program, the float64 copy of the model ...), built once per model content."""
+    def get(self, key, build: Callable[[], object], shared: bool = False):
+        """The entry ``key`` (a program, the float64 copy of the model ...), built once per model content.
+        ``shared``: the entry depends on the model's content only (a converted program), never on the object."""
         self._check()
         if key not in self._programs:
-            self._programs[key] = build()
+            if not shared:
+                self._programs[key] = build()
+                return self._programs[key]
+            if self._content is None:
+                self._content = _content(self._fingerprint, self.model)
+            common = (self._content, key)
+            if common in _SHARED:
+                _SHARED.move_to_end(common)
+            else:
+                _SHARED[common] = build()
+                while len(_SHARED) > _SHARED_SIZE:
+                    _SHARED.popitem(last=False)
+            self._programs[key] = _SHARED[common]
         return self._programs[key]
 
 
@@ -276,7 +332,7 @@ class DeepLift:
         per_row = tuple(i for i, a in enumerate(extra) if _is_row_tensor(a, n))
         key = (
             *self._rows_key(inputs, extra, per_row),
-            None if layer is None else id(layer),
+            None if layer is None else _layer_key(self.model, layer),
             side,
             None if neuron is None else _signature(neuron) if not callable(neuron) else ("callable", id(neuron)),
         )
@@ -297,7 +353,7 @@ class DeepLift:
                     function = torch_input_function(module, rows, len(inputs), decompose=_DECOMPOSE)
             return function, PairProgram(function, rows)
 
-        return self._cache.get(key, build), per_row, key
+        return self._cache.get(key, build, shared=True), per_row, key
 
     def _recompute(self, function: LayerFunction, key, x_rows, b_rows, mask):
         """The pairs' (multipliers, values at x, values at b) in float64 by the same converted graph with float64
@@ -318,7 +374,7 @@ class DeepLift:
             return twin, PairProgram(twin, [_as64(r) for r in x_rows])
 
         with precision(True):
-            _, program = self._cache.get((*key, "float64"), build)
+            _, program = self._cache.get((*key, "float64"), build, shared=True)
             multipliers, zx, zb, *_ = program([_as64(r) for r in x_rows], [_as64(r) for r in b_rows], mask)
         return [[a.astype(np.float32) for a in group] for group in (multipliers, zx, zb)]
 
