@@ -1,4 +1,5 @@
-"""The command line: ``xshap demo`` (the seed reproduction) and ``xshap check`` (a cross-check gate).
+"""The command line: ``xshap demo`` (the seed reproduction), ``xshap check`` (a cross-check gate) and
+``xshap explain`` (attributions of a dataset streamed to disk, resumable; see ``xshap.explain_command``).
 
 ``xshap check`` exits with one of the codes in ``EXIT_CODES`` (printed by ``xshap check --help``, and the table
 in the README), so it can gate a research pipeline in CI. Model and data files are read as untrusted data
@@ -13,6 +14,8 @@ import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+
+from xshap.explain_command import add_explain_parser, run_explain
 
 EXIT_AGREE, EXIT_REFERENCE, EXIT_BAD_INPUT, EXIT_XSHAP_BUG = 0, 1, 2, 3
 FAILING_VERDICTS = ("REFERENCE_INCOMPLETE", "DISAGREE", "REFERENCE_ERROR")
@@ -119,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the most memory one file may make xshap allocate (an archive's entries inflated, an array, the "
         "tensors built): bytes or 512MiB, 2GiB ... (default 1GiB)",
     )
+    add_explain_parser(commands)
     return parser
 
 
@@ -130,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
 
         run_demo(steps=args.steps, max_rows=args.rows)
         return 0
+    if args.command == "explain":
+        return run_explain(args)
     return run_check(args)
 
 

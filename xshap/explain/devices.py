@@ -32,12 +32,19 @@ def default_max_memory(devices: Sequence) -> int:
 
 
 class RowSharding:
-    """A one-axis mesh over ``devices`` (default: all of ``jax.devices()``), named "rows"."""
+    """A one-axis mesh over ``devices`` (default: all of this process's devices), named "rows".
+
+    Under JAX's multi-controller runtime only this process's devices are used (those of ``devices`` that are
+    its own): rows are independent, so each process explains its share of them on its own devices and nothing
+    crosses processes inside a compiled chunk (see ``xshap.explain.processes``)."""
 
     def __init__(self, devices: Sequence | None = None):
-        self.devices = list(devices) if devices is not None else jax.devices()
+        here = jax.process_index()
+        given = list(devices) if devices is not None else jax.local_devices()
+        self.devices = [d for d in given if d.process_index == here]
         if not self.devices:
-            raise ValueError("no devices to run on")
+            where = f" of process {here}" if jax.process_count() > 1 else ""
+            raise ValueError(f"no devices{where} to run on (given: {given})")
         self.mesh = Mesh(np.array(self.devices), ("rows",))
         self.rows = NamedSharding(self.mesh, PartitionSpec("rows"))
         self.replicated = NamedSharding(self.mesh, PartitionSpec())

@@ -22,6 +22,7 @@ from xshap.explain.data import as_input_list, check_background, check_inputs, is
 from xshap.explain.devices import RowSharding, default_max_memory
 from xshap.explain.model import ExplainedModel, wrap_model
 from xshap.explain.precision import FLOAT64, cast_floats, model_float_dtype, needs_x64, precision
+from xshap.explain.processes import ProcessGroup, split_rows
 
 
 @dataclass
@@ -93,7 +94,21 @@ class DeepExplainer:
         devices=None,
         progress: bool | None = None,
         output: str | int | None = None,
+        _group: ProcessGroup | None = None,
     ):
+        # under jax.distributed every process builds the explainer; one that fails makes every one raise
+        self.processes = ProcessGroup() if _group is None else _group
+        error = None
+        try:
+            self._init(model, data, rules, batch_size, max_memory, devices, progress, output)
+        except Exception as failure:  # noqa: BLE001 - shared with the other processes, then raised
+            error = failure
+        self.processes.agree(error)
+        if self.processes.several:
+            self.processes.check_same("background", self._model_inputs_np)
+            self._device_shares = self.processes.counts(self.sharding.count)
+
+    def _init(self, model, data, rules, batch_size, max_memory, devices, progress, output) -> None:
         given, self.multi_input = as_input_list(data)
         check_background(given)
         self._given = [np.empty((0, *b.shape[1:]), dtype=b.dtype) for b in given]  # X is checked against these
@@ -103,7 +118,7 @@ class DeepExplainer:
         self._model_inputs_np = background  # the model's own inputs (the references get these)
         self.output = output
         self.batch_size = batch_size
-        self.progress = progress
+        self.progress = progress if self.processes.is_first else False  # one bar, on process 0
         self._options = {"batch_size": batch_size, "max_memory": max_memory, "devices": devices, "output": output}
         with precision(self._x64):
             self._build(model, background, rules, max_memory, devices)
@@ -242,14 +257,27 @@ class DeepExplainer:
         return cast_floats(arrays, self._model_dtype)
 
     @_in_precision
-    def explain(self, X, *, check_additivity: bool = True, pair_totals: bool = False) -> Attribution:
+    def explain(self, X, *, check_additivity: bool = True, pair_totals: bool = False, rows: str = "all") -> Attribution:
         """DeepSHAP values of the rows of ``X`` with their outputs and completeness gaps; with ``pair_totals``,
         also sum(phi) for every (row, background row) pair (``Attribution.pair_totals``).
 
         Never returns what it cannot stand behind: a non-finite output or attribution raises ``NonFiniteError``
         naming the op and row; rows that miss the tolerance in float32 (or lower) are recomputed in float64 and
         marked in ``Attribution.recomputed``; with ``check_additivity`` rows that miss it in float64 raise
-        ``XShapIncompleteError`` (a bug in xshap)."""
+        ``XShapIncompleteError`` (a bug in xshap).
+
+        Under ``jax.distributed`` (several processes), every process calls this at the same point.
+        ``rows="all"``: every process passes the same ``X``; each explains a share of its rows (in proportion
+        to its devices) and every process gets all of them. ``rows="local"``: each process passes its own rows
+        and gets their attributions back. Either way an error in one process is raised in every process."""
+        if rows not in ("all", "local"):
+            raise InputError(f"rows must be 'all' or 'local', got {rows!r}")
+        if self.processes.several:
+            return self._explain_across_processes(X, check_additivity, pair_totals, rows)
+        return self._explain_here(X, check_additivity, pair_totals)
+
+    def _explain_here(self, X, check_additivity: bool, pair_totals: bool) -> Attribution:
+        """``explain`` within this process, on its devices."""
         arrays = self.model_inputs(X)
         self.model.check_unchanged()
         attribution = self._explain_rows(arrays, pair_totals)
@@ -264,6 +292,30 @@ class DeepExplainer:
         if bad.any():
             self._settle(attribution, arrays, bad, check_additivity, pair_totals)
         return attribution
+
+    def _explain_across_processes(self, X, check_additivity: bool, pair_totals: bool, rows: str) -> Attribution:
+        """``explain`` under JAX's multi-controller runtime: this process's share, the errors agreed on by every
+        process, and for ``rows="all"`` every process's share gathered in row order."""
+        error, local, context = None, None, f"process {self.processes.index}: "
+        try:
+            if rows == "all":
+                arrays, _ = as_input_list(X)
+                self.processes.check_same("X (rows='all')", arrays)
+                begin, end = split_rows(arrays[0].shape[0], self._device_shares)[self.processes.index]
+                context = f"process {self.processes.index} (rows {begin}..{end - 1} of X): "
+                mine = [a[begin:end] for a in arrays]
+                X = mine if self.multi_input else mine[0]
+            arrays, _ = as_input_list(X)
+            if arrays and arrays[0].ndim > 0 and arrays[0].shape[0] == 0:  # fewer rows than processes
+                local = self._no_rows(pair_totals)
+            else:
+                local = self._explain_here(X, check_additivity, pair_totals)
+        except Exception as failure:  # noqa: BLE001 - shared with the other processes, then raised
+            error = failure
+        self.processes.agree(error, context)
+        if rows == "local":
+            return local
+        return _gather_attribution(self.processes, local)
 
     @_in_precision  # also when a twin's rows are computed from another explainer's call
     def _explain_rows(self, arrays: list[np.ndarray], pair_totals: bool) -> Attribution:
@@ -322,6 +374,55 @@ class DeepExplainer:
         attribution.recomputed = np.zeros(n, dtype=bool)
         if pair_totals:
             attribution.pair_totals = totals
+            attribution.background_outputs = self._background_outputs
+        return attribution
+
+    @_in_precision
+    def explain_to(
+        self,
+        store,
+        rows,
+        *,
+        resume: bool = False,
+        n: int | None = None,
+        block_rows: int | None = None,
+        check_additivity: bool = True,
+        progress: bool | None = None,
+    ):
+        """Explain rows that need not fit in memory into an on-disk store, a block at a time, resumably.
+
+        ``rows``: an array or memmap (or a list of them for several inputs), a ``.npy`` path, a folder of ``.npy``
+        shards, or an iterable of batches (a ``DataLoader``; ``n`` rows, or ``len(loader.dataset)``). ``store``: a
+        folder (see ``xshap.explain.streaming``); with ``resume`` its finished blocks are kept. Memory stays one
+        chunk's (``max_memory``), whatever N. Under ``jax.distributed`` each process writes its own blocks of
+        the same store. Returns a ``StoredAttribution`` (memory-mapped results and a completeness summary)."""
+        from xshap.explain.streaming import explain_to
+
+        return explain_to(
+            self,
+            store,
+            rows,
+            resume=resume,
+            n=n,
+            block_rows=block_rows,
+            check_additivity=check_additivity,
+            progress=self.progress if progress is None else progress,
+        )
+
+    def _no_rows(self, pair_totals: bool) -> Attribution:
+        """The attribution of no rows: a process's share when there are fewer rows than processes."""
+        empty = np.zeros((0, self.n_outputs))
+        attribution = Attribution(
+            [np.zeros((0, self.n_outputs, *b.shape[1:]), dtype=b.dtype) for b in self._background_np],
+            empty,
+            self.expected_value,
+            empty,
+            empty,
+            recomputed=np.zeros(0, dtype=bool),
+            finite=np.zeros(0, dtype=bool),
+        )
+        if pair_totals:
+            attribution.pair_totals = np.zeros((0, len(self._background_np[0]), self.n_outputs))
             attribution.background_outputs = self._background_outputs
         return attribution
 
@@ -385,9 +486,12 @@ class DeepExplainer:
         dtype = np.dtype(dtype)
         if dtype not in self._twins:
             background = [_cast(b, dtype) for b in self._model_inputs_np]
-            options = {**self._options, "progress": False}
+            # on this process's devices alone: under jax.distributed only the processes with such rows build it
+            options = {**self._options, "progress": False, "devices": self.sharding.devices}
             data = background if self.multi_input else background[0]
-            twin = DeepExplainer(self.model.twin(dtype), data, rules=self.rules, **options)
+            twin = DeepExplainer(
+                self.model.twin(dtype), data, rules=self.rules, _group=ProcessGroup(solo=True), **options
+            )
             if dtype == FLOAT64 and tolerance_precision(twin._deeplift.compute_dtype) != FLOAT64:
                 raise PrecisionError(
                     "some rows miss float32's completeness tolerance and cannot be recomputed in float64: in float64 "
@@ -495,17 +599,23 @@ class DeepExplainer:
         return f"scope {scope or '<top level>'!r}"
 
     def shap_values(
-        self, X, ranked_outputs: int | None = None, output_rank_order: str = "max", check_additivity: bool = True
+        self,
+        X,
+        ranked_outputs: int | None = None,
+        output_rank_order: str = "max",
+        check_additivity: bool = True,
+        rows: str = "all",
     ):
         """shap.DeepExplainer.shap_values: (N, *row_shape, n_outputs) per input (a list for several).
 
         ``ranked_outputs=k``: for each row, only its k top outputs by ``output_rank_order`` ("max", "min" or
         "max_abs" of f(x)); returns ``(values, indexes)`` with values (N, *row_shape, k) and indexes (N, k),
         the output explained in each slot, as shap 0.51 does (a torch tensor for torch models, like shap's).
+        ``rows``: under ``jax.distributed``, ``"all"`` or ``"local"`` (see ``explain``).
         """
         if output_rank_order not in RANK_ORDERS:
             raise ValueError("output_rank_order must be max, min, or max_abs!")
-        attribution = self.explain(X, check_additivity=check_additivity)
+        attribution = self.explain(X, check_additivity=check_additivity, rows=rows)
         values = attribution.shap_layout(self._several)
         if ranked_outputs is None:
             return values
@@ -568,6 +678,32 @@ def _subset(attribution: Attribution, rows: np.ndarray) -> Attribution:
         attribution.tolerance[rows].copy(),
         finite=None if attribution.finite is None else attribution.finite[rows],
     )
+
+
+def _gather_attribution(processes: ProcessGroup, local: Attribution) -> Attribution:
+    """Every process's rows of an attribution, in process (and so row) order, in every process."""
+
+    def gather(array):
+        if array is None:
+            return None
+        parts = processes.gather_arrays(array)
+        rows = [part for part in parts if part.shape[0]]  # a process with no rows has no say in the dtype
+        return np.concatenate(rows or parts)
+
+    notes = processes.gather_bytes("\n".join(local.notes).encode())
+    whole = Attribution(
+        [gather(v) for v in local.values],
+        gather(local.outputs),
+        local.expected_value,
+        gather(local.gaps),
+        gather(local.tolerance),
+        pair_totals=gather(local.pair_totals),
+        background_outputs=local.background_outputs,
+        recomputed=gather(local.recomputed),
+        finite=gather(local.finite),
+    )
+    whole.notes = [f"process {p}: {line}" for p, text in enumerate(notes) for line in text.decode().splitlines()]
+    return whole
 
 
 def _bad_rows(attribution: Attribution) -> np.ndarray:
