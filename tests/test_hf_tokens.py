@@ -174,11 +174,19 @@ class MaskedBag(torch.nn.Module):
         return self.out(self.relu(self.hidden((embeds * weights).sum(1) / weights.sum(1))))
 
 
+class DictBag(MaskedBag):
+    """MaskedBag returning a dict, as a ModelOutput is one."""
+
+    def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None):
+        return {"scores": super().forward(input_ids, attention_mask, inputs_embeds), "hidden": inputs_embeds}
+
+
 @pytest.fixture(scope="module")
 def bag():
-    model = MaskedBag().eval()
+    """The bag model returning a dict: output= picks the scores, for xshap and for the references alike."""
+    model = DictBag().eval()
     background, ids, mask = token_rows("bert")
-    return model, (background, ids, mask), xshap.TokenExplainer(model, background)
+    return model, (background, ids, mask), xshap.TokenExplainer(model, background, output="scores")
 
 
 def test_token_crosscheck_agrees_where_the_references_are_exact(bag):
@@ -201,3 +209,18 @@ def test_token_explanation_is_a_text_plot(bag):
     )
     html = shap.plots.text(row, display=False)
     assert "w3" in html
+
+
+def test_token_explainer_refuses_bad_input_by_name():
+    from xshap.errors import InputError
+
+    model = MaskedBag().eval()
+    background, ids, mask = token_rows("bert")
+    with pytest.raises(InputError, match="integer ids"):
+        xshap.TokenExplainer(model, background.float())
+    with pytest.raises(InputError, match="background_mask has shape"):
+        xshap.TokenExplainer(model, background, torch.ones(3, LENGTH + 1))
+    with pytest.raises(InputError, match="get_input_embeddings"):
+        xshap.TokenExplainer(torch.nn.Linear(2, 2), background)
+    with pytest.raises(Exception, match=r"returns keys \['scores', 'hidden'\]; choose the output with output="):
+        xshap.TokenExplainer(DictBag().eval(), background)  # no logits: say which keys there are
