@@ -145,14 +145,17 @@ class Converted:
         return report
 
 
-def from_torch(model: torch.nn.Module, example_inputs, output: str | int | None = None) -> Converted:
+def from_torch(
+    model: torch.nn.Module, example_inputs, output: str | int | None = None, decompose: str = "always"
+) -> Converted:
     """Convert ``model`` to a pure JAX function with torch.export.
 
     ``example_inputs``: a tensor or a tuple of tensors with a leading batch axis. The graph is exported for
     the first row and mapped over rows with ``jax.vmap``; the model is also checked to compute each row
     independently of the others (``BatchDependenceError`` if not), on the example rows and on rows made from
     them. ``output``: which output to convert when the model returns a dict, ``ModelOutput`` or tuple (see
-    ``converters.outputs``). Conversions are serialised: torch.export is not thread-safe.
+    ``converters.outputs``). ``decompose="as_needed"``: skip the functionalising pass where the graph is functional
+    already (``converters.export.capture``; faster). Conversions are serialised: torch.export is not thread-safe.
     """
     examples = _examples(example_inputs)
     with CAPTURE_LOCK:
@@ -160,7 +163,7 @@ def from_torch(model: torch.nn.Module, example_inputs, output: str | int | None 
         check_not_quantised(model)
         check_batch_statistics_modules(model)
         check_runs(model, examples, eval_mode)
-        captured = capture(model, [x[:1] for x in examples])
+        captured = capture(model, [x[:1] for x in examples], decompose)
         converted = _build(captured, examples, output)
         leaf = converted.output_index or 0
         check_rows_independent(model, probe_rows([x[:4] for x in examples]), captured, leaf=leaf)

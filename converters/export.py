@@ -97,8 +97,13 @@ def _user_frame(error: BaseException) -> str:
     return ""
 
 
-def capture(model: torch.nn.Module, example_inputs: Sequence[torch.Tensor]) -> Capture:
-    """Export ``model`` on ``example_inputs`` (eval mode) to a functional ATen graph with provenance."""
+def capture(model: torch.nn.Module, example_inputs: Sequence[torch.Tensor], decompose: str = "always") -> Capture:
+    """Export ``model`` on ``example_inputs`` (eval mode) to a functional ATen graph with provenance.
+
+    ``decompose="as_needed"`` skips the functionalising pass (most of an export's time on a small model) where the
+    exported graph is functional already: no op mutates, every op is one the converter knows, and no higher-order
+    op wraps a subgraph. Its graph then keeps a few ops the pass would rename (``dropout`` rather than ``clone``
+    in eval mode), all of which convert to the same JAX function."""
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"expected a torch.nn.Module, got {type(model).__name__}")
     root_type = f"{type(model).__module__}.{type(model).__qualname__}"
@@ -108,11 +113,29 @@ def capture(model: torch.nn.Module, example_inputs: Sequence[torch.Tensor]) -> C
             program = torch.export.export(model, tuple(example_inputs), strict=False)
             # An empty decomposition table functionalises the graph (in-place ops and aliasing become
             # pure ops) while keeping high-level ops such as linear, gelu and silu whole.
-            program = program.run_decompositions({})
+            if decompose == "always" or not _functional(program):
+                program = program.run_decompositions({})
         except Exception as error:  # torch raises many types here; all mean "cannot capture"
             raise _translate_export_failure(error) from error
 
     return capture_program(program, root_type)
+
+
+def _functional(program: ExportedProgram) -> bool:
+    """Every op of the graph is a pure ATen op the converter knows (or a getitem of one's results)."""
+    import operator
+
+    from converters.registry import lookup
+
+    for node in program.graph.nodes:
+        if node.op != "call_function" or node.target is operator.getitem:
+            continue
+        schema = getattr(node.target, "_schema", None)
+        if schema is None or schema.is_mutable or lookup(node.target) is None:
+            return False
+        if any(a.alias_info is not None and a.alias_info.is_write for a in schema.arguments):
+            return False
+    return True
 
 
 def capture_program(program: ExportedProgram, root_type: str) -> Capture:

@@ -141,3 +141,18 @@ def test_01_seed_reproduction(monkeypatch):
     assert r["culprits"]["Sequential"] == []
     assert r["culprits"]["FunctionalTestNet"] == [[FUNCTIONAL, "relu", 2]]
     assert r["culprits"]["ModuleTestNet"] == [["reused module", "relu", 2]]
+
+
+def test_05_hf_text_classifier(monkeypatch):
+    r = run_notebook("05_hf_text_classifier.ipynb", monkeypatch)
+    # complete, padded rows included (gaps relative to the logits' scale, float32), masked tokens score nothing
+    for family in ("bert", "llama"):
+        assert r[f"{family}_max_gap"] <= 1e-4, family
+        assert r[f"{family}_padded_scores"] <= 1e-6, family
+    assert r["bert_unpadded_gap_to_expected"] <= 1e-4
+    assert r["explanation_adds_up"]
+    # shap and Captum on the model split at the embeddings: incomplete, and the report names why
+    for family, blamed in (("bert", {"LayerNorm", "BertSelfAttention"}), ("llama", {"LlamaRMSNorm", "LlamaAttention"})):
+        assert r[f"{family}_verdicts"] == {"shap": REFERENCE_INCOMPLETE, "captum": REFERENCE_INCOMPLETE}, family
+        assert blamed & set(r[f"{family}_culprit_types"]), (family, r[f"{family}_culprit_types"])
+        assert r[f"{family}_culprits_in_model"], family  # paths in the user's model, not in xshap's wrappers

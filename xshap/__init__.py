@@ -8,11 +8,15 @@ application -> check -> explain -> engine; ``converters`` (torch -> JAX) imports
 
 from xshap.check.crosscheck import crosscheck
 from xshap.check.report import CrosscheckReport
+from xshap.check.tokens import crosscheck_tokens
 from xshap.engine.transform import deeplift
 from xshap.errors import InputError, NoRuleError, XShapError, XShapIncompleteError
 from xshap.explain.explainer import Attribution, DeepExplainer
+from xshap.explain.layer_explainer import LayerAttribution, LayerExplainer
+from xshap.explain.neurons import NeuronExplainer
 from xshap.explain.single import DeepLift, attribute
 from xshap.explain.summary import summary
+from xshap.explain.text import TokenExplainer
 
 __all__ = [
     "Attribution",
@@ -20,11 +24,16 @@ __all__ = [
     "DeepExplainer",
     "DeepLift",
     "InputError",
+    "LayerAttribution",
+    "LayerExplainer",
+    "NeuronExplainer",
     "NoRuleError",
+    "TokenExplainer",
     "XShapError",
     "XShapIncompleteError",
     "attribute",
     "crosscheck",
+    "crosscheck_tokens",
     "deeplift",
     "summary",
 ]

@@ -117,6 +117,15 @@ def crosscheck(
         tables = {name: result.rule_table for name, result in zip(names, results)}
 
     culprits = find_culprits(converted, tables, None if saved else torch_model) if converted is not None else []
+    failed = {name for name, result in zip(names, results) if result.error is not None}
+    if failed:  # a culprit explains a reference's values; one that raised has none to explain
+        culprits = [c for c in culprits if set(c.references) - failed]
+        if any(not np.issubdtype(a.dtype, np.floating) for a in bg_arrays):
+            notes.append(
+                f"{', '.join(sorted(failed))} raised: they take gradients of the model's inputs, and integer inputs (token "
+                "ids) have none; no culprit is listed for a reference that did not run. For a token model compare at "
+                "the embeddings with xshap.crosscheck_tokens (the model split at its input embeddings)"
+            )
     comparisons = []
     float64_runs: dict = {}  # xshap's float64 recheck per rule set, shared by the references
     for name, result in zip([n for n in names if not saved], results):

@@ -247,10 +247,14 @@ def callee_of(code: str, op: str, submodules: set[str]) -> str:
     return candidates[0] if candidates else ""
 
 
-def find_culprits(converted, reference_tables: dict[str, dict[str, str]], model=None) -> list[Culprit]:
+def find_culprits(
+    converted, reference_tables: dict[str, dict[str, str]], model=None, varying_from: list[str] | None = None
+) -> list[Culprit]:
     """Every cause of a hook-based reference's error that the exported graph shows, grouped by call.
 
     ``model``: the torch model, to tell its submodule calls from functional calls on a source line.
+    ``varying_from``: the graph values the references vary (default: the model's inputs); for a model explained
+    at a layer, the layer's values, what is held (a mask) being a constant for the references too.
     """
     provenance = converted.provenance
     graph = converted.capture.program.graph
@@ -261,7 +265,7 @@ def find_culprits(converted, reference_tables: dict[str, dict[str, str]], model=
         instance = instance_of.get(prov.module_path, prov.module_path)
         calls.setdefault(instance, set()).add((prov.module_path, prov.call_index))
     submodules = _submodule_names(provenance, model)
-    varying = _varying_nodes(graph, converted.capture.input_names)
+    varying = _varying_nodes(graph, converted.capture.input_names if varying_from is None else varying_from)
 
     found: dict[tuple, Culprit] = {}
 

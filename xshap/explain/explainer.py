@@ -776,8 +776,10 @@ def _refuse_non_float(arrays: list[np.ndarray], interim: bool) -> None:
             raise InputError(
                 f"{what} has dtype {array.dtype}: DeepSHAP attributes changes of real values, and integer or boolean "
                 "values (token ids, masks) have no difference to scale. For token ids explain the embedding's output: "
-                "DeepExplainer((model, layer), background) with layer the module that takes the embeddings; for a "
-                "mask, make it a buffer or bind it into the model."
+                "DeepExplainer((model, layer), background) with layer the module that takes the embeddings; where a "
+                "mask (or anything else computed from the inputs) goes beside the layer, use "
+                "xshap.LayerExplainer(model, layer, data) (or xshap.TokenExplainer for a Hugging Face model), which "
+                "holds it at each row's own value."
             )
 
 

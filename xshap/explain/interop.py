@@ -54,3 +54,18 @@ def to_explanation(
         output_names=list(output_names) if output_names is not None else None,
     )
     return explanation
+
+
+def to_token_explanation(scores: np.ndarray, base_values: np.ndarray, tokens: np.ndarray, output_names=None):
+    """A ``shap.Explanation`` of one score per token, (N, L) or (N, L, n_outputs), whose data are the tokens
+    (``shap.plots.text`` shows it). ``base_values``: (N,) or (N, n_outputs)."""
+    try:
+        import shap
+    except ImportError as error:
+        raise ImportError("shap.Explanation needs shap: pip install 'xshap[crosscheck]'") from error
+    return shap.Explanation(
+        values=scores,
+        base_values=base_values,
+        data=tokens,
+        output_names=list(output_names) if output_names is not None else None,
+    )

@@ -287,11 +287,21 @@ def _wrap_interim(pair: tuple, background: list[np.ndarray], output) -> Explaine
     model, layer = pair
     if _is_torch_module(model):
         import converters
+        from converters.errors import ConversionError
         from converters.interim import cut_at_layer, resolve_layer
 
         path = resolve_layer(model, layer)
         converted = converters.from_torch(model, _examples(background), output=output)
-        cut = cut_at_layer(converted.graph, converted.provenance, path)
+        try:
+            cut = cut_at_layer(converted.graph, converted.provenance, path)
+        except ConversionError as error:
+            if "does not determine the output" not in str(error):
+                raise
+            raise ConversionError(
+                f"{error} This is shap's (model, layer) form, which explains the layer's input alone; "
+                "xshap.LayerExplainer(model, layer, data) explains a layer with what goes around it (masks, position "
+                "embeddings, other inputs, residuals) held at each row's own value, as Captum's layer methods do"
+            ) from None
 
         def head(params, *rows):
             return tuple(v[0] for v in cut.head(params, *(r[None] for r in rows)))
