@@ -154,3 +154,12 @@ def test_the_explain_command_streams_and_resumes(model_and_data, tmp_path, capsy
     assert "already holds attributions" in capsys.readouterr().err
     assert main(command + ["--resume"]) == 0
     assert "0 of 1 block(s) computed now" in capsys.readouterr().out  # 40 rows make one block
+
+
+def test_a_background_function_is_not_streamed(tmp_path):
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 1)).eval()
+    explainer = xshap.DeepExplainer(model, lambda row: np.zeros((2, 3), np.float32) + 0.5 * row[0])
+    with pytest.raises(xshap.InputError, match="background function"):
+        explainer.explain_to(tmp_path / "store", np.ones((4, 3), np.float32))
+    with pytest.raises(xshap.InputError, match="background function"):
+        explainer.shap_values(np.ones((4, 3), np.float32), rows="local")

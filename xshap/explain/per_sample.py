@@ -9,6 +9,7 @@ row is then explained against its own background, and ``expected_value`` is per 
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 
 from xshap.errors import InputError
@@ -55,7 +56,12 @@ class PerSampleExplainer(DeepExplainer):
             self._inner.set_background(background)
         return self._inner
 
-    def explain(self, X, *, check_additivity: bool = True, pair_totals: bool = False) -> Attribution:
+    def explain(self, X, *, check_additivity: bool = True, pair_totals: bool = False, rows: str = "all") -> Attribution:
+        if rows != "all" or jax.process_count() > 1:
+            raise InputError(
+                "a background function is explained in one process, row by row: rows= and jax.distributed are "
+                "not supported with it (give each process its own rows and a DeepExplainer of its own)"
+            )
         arrays, several = as_input_list(X)
         parts = []
         for i in range(arrays[0].shape[0]):
@@ -65,6 +71,12 @@ class PerSampleExplainer(DeepExplainer):
         attribution = _concatenate(parts)
         self.expected_value = attribution.expected_value
         return attribution
+
+    def explain_to(self, store, rows, **options):
+        raise InputError(
+            "explain_to streams rows against one background; with a background function, explain the rows in "
+            "blocks with explain() and store them yourself"
+        )
 
     def model_inputs(self, X) -> list[np.ndarray]:
         arrays, several = as_input_list(X)
