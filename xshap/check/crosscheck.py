@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from xshap.check.culprits import INPLACE, RULE_CHOICE, Culprit, find_culprits
-from xshap.check.diagnosis import ablate, explain_error, model_facts, trace_layers
+from xshap.check.diagnosis import ERROR_CAUSING_KINDS, ablate, explain_error, model_facts, trace_layers
 from xshap.check.references import REFERENCES, RULE_TABLES, Ranking, ReferenceResult, available_references
 from xshap.check.report import (
     AGREE,
@@ -118,8 +118,9 @@ def crosscheck(
 
     culprits = find_culprits(converted, tables, None if saved else torch_model) if converted is not None else []
     failed = {name for name, result in zip(names, results) if result.error is not None}
-    if failed:  # a culprit explains a reference's values; one that raised has none to explain
-        culprits = [c for c in culprits if set(c.references) - failed]
+    if failed:  # a culprit explains a reference's values; one that raised has none to explain, unless the
+        # culprit's kind is the known cause of such an error (an in-place module for shap, a reused one for Captum)
+        culprits = [c for c in culprits if set(c.references) - failed or c.kind in ERROR_CAUSING_KINDS]
         if any(not np.issubdtype(a.dtype, np.floating) for a in bg_arrays):
             notes.append(
                 f"{', '.join(sorted(failed))} raised: they take gradients of the model's inputs, and integer inputs (token "

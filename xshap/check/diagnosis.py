@@ -64,6 +64,10 @@ KNOWN_ERRORS: tuple[KnownError, ...] = (
 )
 
 
+# the culprit kinds that are the known cause of a reference's error: kept for a reference that raised
+ERROR_CAUSING_KINDS = frozenset(e.culprit_kind for e in KNOWN_ERRORS if e.culprit_kind)
+
+
 @dataclass
 class ErrorExplanation:
     cause: str
