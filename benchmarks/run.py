@@ -365,11 +365,12 @@ def run_child(spec: workloads.Spec, implementation: str, args: argparse.Namespac
         args.device,
     ] + (["--quick"] if args.quick else [])
     events: list[dict] = []
-    with tempfile.TemporaryFile(mode="w+") as stderr:
+    with tempfile.TemporaryFile(mode="w+") as stderr, tempfile.TemporaryDirectory(prefix="xshap-jax-cache-") as cache:
+        env = _child_env(args.threads, args.device)
+        env.pop("JAX_COMPILATION_CACHE_DIR", None)
+        env["XSHAP_COMPILATION_CACHE"] = cache  # empty: the first call compiles, a second explainer may reuse
         start = time.perf_counter()
-        process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=stderr, text=True, env=_child_env(args.threads, args.device)
-        )
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env)
 
         def read():
             for line in process.stdout:
