@@ -1,6 +1,7 @@
 """Where the time of a converted model goes, op by op, beside torch's profiler on the same model (issue 19).
 
     python -m benchmarks.op_profile --model resnet18 --size 64 [--rows 32] [--top 20] [--backward]
+    python -m benchmarks.op_profile --workload W5-resnet18-64 [--top 20]
 
 In one process, on the same rows: the median time of torch's forward and of the converted model's jitted
 forward (``jax.jit(converted.apply)`` with xshap's XLA options), and with ``--backward`` of torch's autograd of
@@ -8,6 +9,9 @@ one output and of ``jax.jit(jax.grad(...))`` of it; their ratios. Then each prog
 operations under ``jax.profiler`` (an HLO instruction's time, named by the torch module and the JAX primitive
 its metadata records), and torch's profiler's most expensive ATen ops. A developer's tool: ``benchmarks.run``
 says how fast, this says where the time goes.
+
+With ``--workload``: the compiled chunk of ``DeepExplainer`` over all of the workload's rows (one chunk) and the
+floor (``benchmarks.run.floor_program``), each's median time and its most expensive XLA operations, by module.
 """
 
 from __future__ import annotations
@@ -88,6 +92,35 @@ def torch_profile(fn, top: int) -> str:
     return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=top)
 
 
+def explainer_profile(workload: str, top: int) -> int:
+    """xshap's compiled chunk over the workload's rows beside the floor: median seconds and the largest ops."""
+    import os
+
+    import jax
+
+    import xshap
+    from benchmarks.run import floor_program
+
+    w = workloads.build(workloads.specs()[workload])
+    explainer = xshap.DeepExplainer(w.model, w.background, batch_size=len(w.X))
+    xs = explainer.sharding.put_rows([w.X])
+    chunk_args = (explainer._params, xs, tuple(explainer.background), explainer._references)
+    floor, floor_args = floor_program(w)
+    programs = {"xshap": (explainer._chunk.lower(*chunk_args).compile(), chunk_args)}
+    programs["floor"] = (floor.lower(*floor_args).compile(), floor_args)
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"{workload}: N={len(w.X)}, B={len(w.background)}, {w.n_outputs} outputs; load {load}")
+    for label, (compiled, call_args) in programs.items():
+        seconds = median_seconds(lambda c=compiled, a=call_args: jax.block_until_ready(c(*a)), calls=3)
+        print(f"{label}: {seconds:.4f} s per call")
+    for label, (compiled, call_args) in programs.items():
+        rows = xla_profile(compiled, call_args, calls=2)
+        print(f"\n{label}, {sum(ms for _, ms in rows):.1f} ms of XLA operations per call; the largest:")
+        for name, ms in rows[:top]:
+            print(f"  {ms:9.2f} ms  {name[:140]}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="resnet18", help=", ".join(workloads.W5_MODELS))
@@ -95,8 +128,13 @@ def main(argv=None) -> int:
     parser.add_argument("--rows", type=int, default=32)
     parser.add_argument("--top", type=int, default=20)
     parser.add_argument("--backward", action="store_true", help="also the gradient of one output")
+    parser.add_argument("--workload", help="a benchmark workload (W5-resnet18-64 ...): xshap's chunk and the floor")
     args = parser.parse_args(argv)
     import os
+
+    if args.workload:
+        os.environ.setdefault("JAX_PLATFORMS", "cpu")
+        return explainer_profile(args.workload, args.top)
 
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     import jax
