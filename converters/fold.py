@@ -91,8 +91,9 @@ def foldable_pairs(graph: torch.fx.Graph, constant_names: set[str], weights: dic
 def conv_batch_norm(conv_args: dict, bn_weight, bn_bias, running_mean, running_var, momentum, eps):
     """The convolution with the BatchNorm folded into its weight and bias; BatchNorm's three outputs (the
     statistics are empty, as ``_native_batch_norm_legit_no_training``'s are)."""
-    weight = conv_args["weight"]
-    dtype = weight.dtype
+    weight, x = conv_args["weight"], conv_args["x"]
+    dtype = jnp.promote_types(x.dtype, weight.dtype)  # a float64 run of float32 weights folds in float64
+    weight = weight.astype(dtype)
     scale = jnp.reciprocal(jnp.sqrt(jnp.asarray(running_var, dtype) + eps))
     if bn_weight is not None:
         scale = scale * jnp.asarray(bn_weight, dtype)
@@ -103,7 +104,6 @@ def conv_batch_norm(conv_args: dict, bn_weight, bn_bias, running_mean, running_v
     folded_bias = shift * scale
     if bn_bias is not None:
         folded_bias = folded_bias + jnp.asarray(bn_bias, dtype)
-    x = conv_args["x"]
     y = convolution(
         x,
         folded_weight,

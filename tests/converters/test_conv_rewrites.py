@@ -175,6 +175,17 @@ def test_batch_norm_folded_exactly():
     report = converted.validate(x)
     assert report.ok and not report.rechecked, report
 
+    # in float64 (as the float64 recheck and xshap's float64 twin run it), folded at float64's precision
+    from xshap.explain.precision import precision
+
+    with precision(True):
+        params64 = {name: jnp.asarray(np.asarray(value), jnp.float64) for name, value in converted.params.items()}
+        got64 = np.asarray(jax.jit(converted.apply)(params64, jnp.asarray(x.numpy(), jnp.float64)))
+    with torch.no_grad():
+        expected64 = model.double()(x.double()).numpy()
+    model.float()
+    assert np.abs(got64 - expected64).max() <= 1e-9 * np.abs(expected64).max()
+
     # a cut at a folded BatchNorm's input (the convolution's output) still exists: cuts use the exported graph
     from converters.interim import cut_at_layer
 
@@ -183,7 +194,9 @@ def test_batch_norm_folded_exactly():
     with torch.no_grad():
         expected_input = model.conv1(torch.relu(model.bn0(model.stem(x[:1])))).numpy()
     np.testing.assert_allclose(np.asarray(layer_input[0]), expected_input, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(np.asarray(jax.jit(cut.tail)(converted.params, *layer_input)), expected[:1], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(jax.jit(cut.tail)(converted.params, *layer_input)), expected[:1], rtol=1e-4, atol=1e-5
+    )
 
 
 def test_batch_norm_not_folded_where_inexact():
