@@ -126,7 +126,7 @@ def _run_cache_script(env_overrides: dict) -> str:
 
 def test_persistent_compilation_cache(tmp_path):
     """xshap's programs go to JAX's persistent cache in xshap's directory, made private to the user; a cache the
-    user configured is used as it is; XSHAP_COMPILATION_CACHE=off turns it off."""
+    user configured is used as it is."""
     ours, theirs = tmp_path / "xshap-cache", tmp_path / "user-cache"
     assert _run_cache_script({"XSHAP_COMPILATION_CACHE": str(ours)}) == str(ours)
     assert any(ours.iterdir()) and ours.stat().st_mode & 0o077 == 0
@@ -134,4 +134,14 @@ def test_persistent_compilation_cache(tmp_path):
         {"XSHAP_COMPILATION_CACHE": str(tmp_path / "unused"), "JAX_COMPILATION_CACHE_DIR": str(theirs)}
     )
     assert used == str(theirs) and any(theirs.iterdir()) and not (tmp_path / "unused").exists()
-    assert _run_cache_script({"XSHAP_COMPILATION_CACHE": "off"}) == "None"
+
+
+def test_compilation_cache_directory_choice(monkeypatch, tmp_path):
+    """XSHAP_COMPILATION_CACHE names the directory or turns the cache off; by default XDG_CACHE_HOME/xshap/jax."""
+    monkeypatch.setenv("XSHAP_COMPILATION_CACHE", "off")
+    assert compiling.default_cache_directory() is None
+    monkeypatch.setenv("XSHAP_COMPILATION_CACHE", str(tmp_path / "mine"))
+    assert compiling.default_cache_directory() == tmp_path / "mine"
+    monkeypatch.delenv("XSHAP_COMPILATION_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert compiling.default_cache_directory() == tmp_path / "xshap" / "jax"
