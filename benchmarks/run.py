@@ -36,8 +36,8 @@ at least ``--reps`` timed calls (and more, up to 100, until they add up to ``--m
 steady one (jit tracing and compilation for xshap and the floor, about 0 for the eager torch references).
 ``again`` (xshap): a second ``DeepExplainer`` on the same model and background in the same process, set-up plus
 first call, after the timed calls: what a user pays for another explainer once the programs are compiled. Each
-xshap and floor child gets a fresh, empty JAX compilation cache directory (``XSHAP_COMPILATION_CACHE``), so its
-first call compiles and its second explainer finds what the first one wrote.
+child gets a fresh, empty compilation cache directory (``XSHAP_COMPILATION_CACHE``; a ``JAX_COMPILATION_CACHE_DIR``
+of the parent's is dropped), so its first call compiles and its second explainer can find what the first wrote.
 Peak memory is the child's peak resident set (VmHWM); ``+MB`` is that peak minus the resident set just before
 setup (after imports and data), the memory the computation itself added. Ratios are median / median of the
 named implementation on the same workload (below 1: faster than it); ``~`` marks a ratio where one side is
