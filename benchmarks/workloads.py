@@ -7,6 +7,12 @@ W3  a small transformer encoder: torch's ``nn.TransformerEncoderLayer`` (d_model
     no dropout, batch_first) on sequences of 32 vectors of size 64, mean over the sequence, Linear to 2 outputs;
     N=64, B=32.
 W4  W1's model with N in {100, 1000, 10000} (B=100): one workload per N, named W4-N100, W4-N1000, W4-N10000.
+W5  real architectures (issue 19; ``benchmarks.architectures``, torchvision's layer structure, random weights and
+    BatchNorm statistics), 10 outputs, one workload each: W5-resnet18-64 and W5-resnet18-224 (ResNet-18 at
+    3x64x64 and 3x224x224), W5-mobilenet-64 and W5-mobilenet-224 (MobileNetV3-small), W5-vit-32 (ViT-B/16 at
+    3x32x32: 4 patches and the class token), W5-bert-64 (a BERT-base encoder on embeddings of a 64-token
+    sequence, 2 outputs), W5-densenet-64 (DenseNet-121 at 3x64x64). N=4, B=8 (N=2, B=4 at 224). The image models
+    with separate ReLU instances, so that shap and Captum can hook every call.
 
 Timing does not depend on training, so every model is untrained; ``torch.manual_seed`` fixes its weights and
 ``numpy.random.default_rng`` its data, so every process (each implementation runs in its own) builds exactly the
@@ -29,7 +35,7 @@ class Spec:
     """What a workload is, without building anything (cheap, for the parent process)."""
 
     name: str
-    model: str  # "mlp", "cnn" or "encoder"
+    model: str  # "mlp", "cnn", "encoder", or a W5 architecture "name@size" (see W5_MODELS)
     n: int  # explained rows
     b: int  # background rows
     description: str
@@ -60,6 +66,9 @@ def specs(quick: bool = False) -> dict[str, Spec]:
     b4 = sizes["W1"][1]
     for n in w4:
         out[f"W4-N{n}"] = Spec(f"W4-N{n}", "mlp", n, b4, f"seed MLP, N={n}")
+    for name, model, size, n, b in W5_QUICK if quick else W5:
+        description = f"{W5_MODELS[model][1]} at {size}" + (" tokens" if model == "bert" else "")
+        out[f"W5-{name}"] = Spec(f"W5-{name}", f"{model}@{size}", n, b, description)
     return out
 
 
@@ -73,7 +82,7 @@ def expand(names: list[str], quick: bool = False) -> list[Spec]:
             continue
         matches = [s for key, s in table.items() if key == name or key.startswith(name + "-")]
         if not matches:
-            raise SystemExit(f"unknown workload {name!r}; known: W1, W2, W3, W4 ({', '.join(table)})")
+            raise SystemExit(f"unknown workload {name!r}; known: W1, W2, W3, W4, W5 ({', '.join(table)})")
         chosen.extend(s for s in matches if s not in chosen)
     return chosen
 
@@ -121,12 +130,60 @@ def _mlp():
 
 MODELS = {"mlp": (_mlp, (16,)), "cnn": (_mnist_cnn, (1, 28, 28)), "encoder": (_encoder, (32, 64))}
 
+# -- W5: real architectures ----------------------------------------------------------------------------------
+# name -> (factory of the image size or sequence length, description)
+W5_MODELS = {
+    "resnet18": (lambda size: _architecture("resnet18", separate_relus=True), "ResNet-18"),
+    "mobilenet": (lambda size: _architecture("mobilenet_v3_small"), "MobileNetV3-small"),
+    "densenet": (lambda size: _architecture("densenet121"), "DenseNet-121"),
+    "vit": (lambda size: _architecture("vit_b_16", image_size=size), "ViT-B/16"),
+    "bert": (lambda size: _architecture("bert_encoder", seq=size), "BERT-base encoder"),
+}
+# (workload name, model, image size or sequence length, N, B)
+W5 = (
+    ("resnet18-64", "resnet18", 64, 4, 8),
+    ("resnet18-224", "resnet18", 224, 2, 4),
+    ("mobilenet-64", "mobilenet", 64, 4, 8),
+    ("mobilenet-224", "mobilenet", 224, 2, 4),
+    ("vit-32", "vit", 32, 4, 8),
+    ("bert-64", "bert", 64, 4, 8),
+    ("densenet-64", "densenet", 64, 4, 8),
+)
+W5_QUICK = (("resnet18-32", "resnet18", 32, 1, 2), ("mobilenet-32", "mobilenet", 32, 1, 2))
+
+
+def _architecture(name: str, **options):
+    from benchmarks import architectures
+
+    return getattr(architectures, name)(**options)
+
+
+def w5_row_shape(model: str, size: int) -> tuple[int, ...]:
+    return (size, 768) if model == "bert" else (3, size, size)
+
+
+def w5_model(model: str, size: int, rows: int, seed: int = SEED):
+    """A W5 architecture (eval mode, fixed seed) and ``rows`` rows for it: (model, X)."""
+    import torch
+
+    torch.manual_seed(seed)
+    made = W5_MODELS[model][0](size).eval()
+    X = np.random.default_rng(seed).standard_normal((rows, *w5_row_shape(model, size))).astype(np.float32)
+    return made, X
+
+
+def _factory(spec: Spec):
+    if "@" not in spec.model:
+        return MODELS[spec.model]
+    model, size = spec.model.split("@")
+    return (lambda: W5_MODELS[model][0](int(size))), w5_row_shape(model, int(size))
+
 
 def build(spec: Spec) -> Workload:
     """The model (fixed seed, eval mode) and the rows of a workload."""
     import torch
 
-    make, row_shape = MODELS[spec.model]
+    make, row_shape = _factory(spec)
     torch.manual_seed(SEED)
     model = make().eval()
     rng = np.random.default_rng(SEED)
@@ -134,7 +191,7 @@ def build(spec: Spec) -> Workload:
     def draw(n: int) -> np.ndarray:
         if spec.model == "cnn":  # pixel intensities
             return rng.uniform(0.0, 1.0, size=(n, *row_shape)).astype(np.float32)
-        return rng.standard_normal((n, *row_shape)).astype(np.float32)
+        return rng.standard_normal((n, *row_shape)).astype(np.float32)  # normalised images, embeddings
 
     background = draw(spec.b)
     X = draw(spec.n)

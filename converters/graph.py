@@ -11,7 +11,8 @@ import torch
 import torch.fx
 
 from converters.errors import UnsupportedOperatorError
-from converters.export import Capture
+from converters.export import Capture, weights_of
+from converters.fold import conv_arguments, conv_batch_norm, foldable_pairs
 from converters.provenance import Provenance
 from converters.registry import lookup
 
@@ -78,12 +79,29 @@ def _needed(outputs: tuple) -> set[str]:
     return needed
 
 
+def _fold(steps: list[_Step], pairs: dict[str, str], graph: torch.fx.Graph) -> list[_Step]:
+    """The steps with each folded convolution left out and its BatchNorm computing both (``converters.fold``)."""
+    nodes = {node.name: node for node in graph.nodes}
+    convolutions = set(pairs.values())
+    folded = []
+    for step in steps:
+        if step.name in convolutions:
+            continue
+        if step.name in pairs:
+            conv_args = _template(conv_arguments(nodes[pairs[step.name]]))
+            step = _Step(step.name, conv_batch_norm, (conv_args, *step.args[1:]), step.kwargs, step.provenance)
+        folded.append(step)
+    return folded
+
+
 class GraphFunction:
     """The exported graph as a JAX function of (params, *inputs), batch-of-one shapes as exported."""
 
-    def __init__(self, captured: Capture, output_index: int | None = None):
+    def __init__(self, captured: Capture, output_index: int | None = None, fold_batch_norm: bool = True):
         """``output_index``: explain only that leaf of the program's outputs; the ops no kept output needs are
-        left out (they are neither converted nor given DeepLIFT rules)."""
+        left out (they are neither converted nor given DeepLIFT rules). ``fold_batch_norm``: eval-mode BatchNorms
+        folded into the convolution before them (``converters.fold``) in ``steps``, the steps run;
+        ``exported_steps`` are one per node, as exported (what interim-layer cuts use)."""
         graph = captured.program.graph
         output = next(node for node in graph.nodes if node.op == "output")
         outputs = tuple(output.args[0])
@@ -102,7 +120,11 @@ class GraphFunction:
             steps.append(_Step(node.name, impl, _template(node.args), _template(dict(node.kwargs)), provenance))
         if unknown:
             raise UnsupportedOperatorError(unknown)
-        self.steps: list[_Step] = steps
+        self.exported_steps: list[_Step] = steps
+        self.folded: dict[str, str] = {}  # BatchNorm node -> the convolution node folded into it
+        if fold_batch_norm:
+            self.folded = foldable_pairs(graph, set(captured.param_names), weights_of(captured.program))
+        self.steps: list[_Step] = _fold(steps, self.folded, graph) if self.folded else steps
         self.param_names: list[str] = captured.param_names
         self.input_names: list[str] = captured.input_names
         self.output_refs = _template(outputs)

@@ -82,7 +82,7 @@ class Cut:
 
 def cut_at_layer(graph: GraphFunction, provenance: dict, layer: str) -> Cut:
     """Split ``graph`` at the inputs of the first call of the module at path ``layer``."""
-    steps = graph.steps
+    steps = graph.exported_steps  # one per node: a folded convolution's output may be the layer's input
     inside = [s for s in steps if _within(s.provenance.module_path, layer) and s.provenance.call_index == 0]
     if not inside:
         raise ConversionError(f"module {layer!r} is never called in the exported graph (it computes nothing here)")

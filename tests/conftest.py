@@ -23,6 +23,11 @@ if os.environ.get("PYTEST_XDIST_WORKER") and _WORKERS > 1:
 
     torch.set_num_threads(_THREADS)
 
+# -- no persistent compilation cache unless a test asks for one (xshap.explain.compiling) ---------------------
+# Tests compile afresh and write nothing to the user's cache directory; tests/test_compiling.py checks the cache
+# in a child process.
+os.environ.setdefault("XSHAP_COMPILATION_CACHE", "off")
+
 import pytest  # noqa: E402
 
 

@@ -11,7 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "benchmarks" / "run.py"
-IMPLEMENTATIONS = ("xshap", "floor", "shap", "captum")
+IMPLEMENTATIONS = ("xshap", "floor", "torch", "shap", "captum")
 
 
 def run_script(tmp_path, *options) -> tuple[str, dict]:
@@ -40,8 +40,11 @@ def test_quick_w1_every_implementation(tmp_path):
         assert row["setup_s"] >= 0 and row["first_s"] > 0 and row["median_s"] > 0, row
         assert len(row["reps_s"]) >= 3 and all(t > 0 for t in row["reps_s"])
         assert row["peak_mb"] > 0
+        assert (row["again_s"] is not None and row["again_s"] > 0) == (name == "xshap"), (
+            row
+        )  # a second explainer: xshap's rows only
         shapes.add(tuple(row["output_shape"]))
-        for base in ("shap", "captum", "floor"):
+        for base in ("shap", "captum", "floor", "torch"):
             assert row["ratios"][base] == pytest.approx(row["median_s"] / rows[base]["median_s"])
     assert shapes == {(row["n"], 16, 1)}  # every implementation returns (N, *row, n_outputs)
     table = [line for line in stdout.splitlines() if line.startswith("W1 ")]
@@ -74,7 +77,7 @@ def test_table_ratios_and_estimates():
         Row("W", "", 4, 2, None, "captum", status="skipped"),
     ]
     add_ratios(rows)
-    assert rows[0].ratios == {"shap": 0.05, "captum": None, "floor": 2.0}
+    assert rows[0].ratios == {"shap": 0.05, "captum": None, "floor": 2.0, "torch": None}
     assert rows[0].info["ratio_estimates"] == ["shap"]  # shap known only from its first call
     table = format_table(rows)
     assert "~0.0500" in table and "(first call only)" in table and "skipped" in table

@@ -95,3 +95,53 @@ def test_the_option_is_what_makes_them_correct(layer_norm_rows, monkeypatch):
         assert not np.allclose(unprotected.values[0], one_row.values[0], rtol=1e-5, atol=1e-7)
     expected = compiling.YNN_DOT_FUSIONS_ONLY if jax.__version_info__ >= (0, 10, 2) else {}
     assert compiling.compiler_options() == expected
+
+
+# the module loaded on its own (xshap's package would import torch: seconds per child process)
+_CACHE_SCRIPT = """
+import importlib.util, sys
+import jax, jax.numpy as jnp
+spec = importlib.util.spec_from_file_location("compiling", sys.argv[1])
+compiling = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(compiling)
+f = compiling.jit(lambda x: jnp.sin(x) @ x.T)
+f(jnp.ones((8, 8))).block_until_ready()
+print("CACHE", jax.config.jax_compilation_cache_dir)
+"""
+
+
+def _run_cache_script(env_overrides: dict) -> str:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("JAX_COMPILATION_CACHE_DIR", "XSHAP_COMPILATION_CACHE")}
+    env.update(env_overrides, JAX_PLATFORMS="cpu", JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+    done = subprocess.run(
+        [sys.executable, "-c", _CACHE_SCRIPT, compiling.__file__], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return next(line for line in done.stdout.splitlines() if line.startswith("CACHE ")).split(" ", 1)[1]
+
+
+def test_persistent_compilation_cache(tmp_path):
+    """xshap's programs go to JAX's persistent cache in xshap's directory, made private to the user; a cache the
+    user configured is used as it is."""
+    ours, theirs = tmp_path / "xshap-cache", tmp_path / "user-cache"
+    assert _run_cache_script({"XSHAP_COMPILATION_CACHE": str(ours)}) == str(ours)
+    assert any(ours.iterdir()) and ours.stat().st_mode & 0o077 == 0
+    used = _run_cache_script(
+        {"XSHAP_COMPILATION_CACHE": str(tmp_path / "unused"), "JAX_COMPILATION_CACHE_DIR": str(theirs)}
+    )
+    assert used == str(theirs) and any(theirs.iterdir()) and not (tmp_path / "unused").exists()
+
+
+def test_compilation_cache_directory_choice(monkeypatch, tmp_path):
+    """XSHAP_COMPILATION_CACHE names the directory or turns the cache off; by default XDG_CACHE_HOME/xshap/jax."""
+    monkeypatch.setenv("XSHAP_COMPILATION_CACHE", "off")
+    assert compiling.default_cache_directory() is None
+    monkeypatch.setenv("XSHAP_COMPILATION_CACHE", str(tmp_path / "mine"))
+    assert compiling.default_cache_directory() == tmp_path / "mine"
+    monkeypatch.delenv("XSHAP_COMPILATION_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert compiling.default_cache_directory() == tmp_path / "xshap" / "jax"

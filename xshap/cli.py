@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from dataclasses import dataclass
@@ -203,6 +204,9 @@ def run_check(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
+    # files someone else made: nothing compiled from them is kept on disk (xshap.explain.compiling's cache),
+    # unless the user asked for a cache themselves
+    os.environ.setdefault("XSHAP_COMPILATION_CACHE", "off")
     model, background, X = _load_inputs(args)
     references = None
     if args.references is not None:

@@ -2,6 +2,9 @@
 
 Torch tensors are channels-first (N, C, *spatial) with kernels (C_out, C_in / groups, *k), and transposed
 kernels (C_in, C_out / groups, *k). The kernel, a weight, stays the second operand of the convolution.
+A convolution whose input (or output) is smaller than its kernel is computed as a matrix product of patches
+instead, and a depthwise convolution as a sum of shifted slices (``converters.ops.conv_patches``): XLA:CPU runs
+both 20-100x slower than torch as ``lax.conv_general_dilated``.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jax import lax
 
+from converters.ops.conv_patches import depthwise_convolution, is_depthwise, needs_patches, patch_convolution
 from converters.registry import register
 
 _SPATIAL = "DHW"
@@ -58,21 +62,34 @@ def _padding(padding, kernel, dilation, n: int) -> list[tuple[int, int]]:
     return [(p, p) for p in _tuple(padding, n, "padding")]
 
 
+def _convolve(x, weight, strides, pads, lhs_dilation, rhs_dilation, groups: int):
+    """One convolution of a batched NC* input with an OI* kernel: lax's; or, where XLA:CPU is slow, patches @ kernel
+    (it would swap lax's operands) or a sum of shifted slices (a depthwise convolution): see
+    ``converters.ops.conv_patches``."""
+    weight = weight.astype(x.dtype)
+    if is_depthwise(weight.shape, groups) and x.shape[1] == groups:
+        return depthwise_convolution(x, weight, strides, pads, lhs_dilation, rhs_dilation)
+    if needs_patches(x.shape[2:], weight.shape[2:], strides, pads, lhs_dilation, rhs_dilation, groups):
+        return patch_convolution(x, weight, strides, pads, lhs_dilation, rhs_dilation)
+    return lax.conv_general_dilated(
+        x,
+        weight,
+        window_strides=strides,
+        padding=pads,
+        lhs_dilation=lhs_dilation,
+        rhs_dilation=rhs_dilation,
+        dimension_numbers=_dimension_numbers(len(strides)),
+        feature_group_count=groups,
+    )
+
+
 def _conv(x, weight, bias, stride, padding, dilation, groups):
     n = weight.ndim - 2
     x, unbatched = _batched(x, n)
     stride = _tuple(stride, n, "stride")
     dilation = _tuple(dilation, n, "dilation")
     pads = _padding(padding, weight.shape[2:], dilation, n)
-    y = lax.conv_general_dilated(
-        x,
-        weight.astype(x.dtype),
-        window_strides=stride,
-        padding=pads,
-        rhs_dilation=dilation,
-        dimension_numbers=_dimension_numbers(n),
-        feature_group_count=int(groups),
-    )
+    y = _convolve(x, weight, stride, pads, (1,) * n, dilation, int(groups))
     y = _add_bias(y, bias, n)
     return y[0] if unbatched else y
 
@@ -94,16 +111,7 @@ def _conv_transpose(x, weight, bias, stride, padding, output_padding, groups, di
     w = jnp.reshape(w, (groups * c_out_per_group, c_in // groups) + kernel)
     w = jnp.flip(w, axis=tuple(range(2, 2 + n)))
     pads = [(d * (k - 1) - p, d * (k - 1) - p + op) for k, d, p, op in zip(kernel, dilation, padding, output_padding)]
-    y = lax.conv_general_dilated(
-        x,
-        w.astype(x.dtype),
-        window_strides=(1,) * n,
-        padding=pads,
-        lhs_dilation=stride,
-        rhs_dilation=dilation,
-        dimension_numbers=_dimension_numbers(n),
-        feature_group_count=groups,
-    )
+    y = _convolve(x, w, (1,) * n, pads, stride, dilation, groups)
     y = _add_bias(y, bias, n)
     return y[0] if unbatched else y
 
