@@ -28,15 +28,46 @@ if os.environ.get("PYTEST_XDIST_WORKER") and _WORKERS > 1:
 # in a child process.
 os.environ.setdefault("XSHAP_COMPILATION_CACHE", "off")
 
+# -- one JAX compilation cache for the whole test run ------------------------------------------------------------
+# Shared by both xdist workers (PYTEST_XDIST_TESTRUNUID is the run's id in each) and by the processes tests start
+# (the CLI, notebooks, the distributed workers: they inherit the environment), in a private directory of its own:
+# a program two tests compile the same way (the seed nets in-process and in `xshap check`, a model in float32 in
+# two files) is compiled once. Every program is cached (no minimum compile time). XSHAP_TEST_COMPILATION_CACHE=off
+# compiles everything afresh.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ and os.environ.get("XSHAP_TEST_COMPILATION_CACHE") != "off":
+    import tempfile
+    from pathlib import Path
+
+    _run_id = os.environ.get("PYTEST_XDIST_TESTRUNUID") or f"pid{os.getpid()}"
+    _cache = Path(tempfile.gettempdir()) / f"xshap-test-jax-cache-{os.getuid()}-{_run_id}"
+    _cache.mkdir(mode=0o700, exist_ok=True)
+    _status = _cache.stat()
+    if _status.st_uid == os.getuid() and not _status.st_mode & 0o077:  # ours alone: executables are loaded from it
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = str(_cache)
+        os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+        os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+
 import pytest  # noqa: E402
 
 
 @pytest.fixture(scope="session")
-def seed():
+def seed(tmp_path_factory):
+    """The seed nets, trained once per test run: under xdist the first worker to ask trains and saves them in the
+    run's shared temporary folder, the other loads them (training is deterministic: the same weights either way)."""
     from xshap.seed import trained_seed_nets
 
-    nets, data = trained_seed_nets()
-    return nets, data
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return trained_seed_nets()
+    import torch
+    from filelock import FileLock
+
+    saved = tmp_path_factory.getbasetemp().parent / "seed-nets.pt"  # this run's folder, shared by its workers
+    with FileLock(str(saved) + ".lock"):
+        if saved.exists():
+            return torch.load(saved, weights_only=False)  # written by this run's other worker
+        trained = trained_seed_nets()
+        torch.save(trained, saved)
+        return trained
 
 
 # -- hypothesis profiles (tests/test_random_nets.py) ------------------------------------------------------------
