@@ -163,3 +163,20 @@ def test_a_background_function_is_not_streamed(tmp_path):
         explainer.explain_to(tmp_path / "store", np.ones((4, 3), np.float32))
     with pytest.raises(xshap.InputError, match="background function"):
         explainer.shap_values(np.ones((4, 3), np.float32), rows="local")
+
+
+def test_a_zarr_store_is_written_and_resumed_the_same_way(model_and_data, tmp_path):
+    import zarr
+
+    explainer, X, reference = model_and_data
+    store = tmp_path / "attributions.zarr"
+    stored = explainer.explain_to(store, X, block_rows=8)
+    assert isinstance(stored.values(), zarr.Array) and stored.values().chunks[0] == 8  # one chunk per block
+    np.testing.assert_array_equal(np.asarray(stored.values()), reference)
+    group = zarr.open_group(str(store), mode="r+")
+    group["values_0"][9] = 777.0  # block 1 torn
+    (store / "done" / "block-00000003").unlink()  # block 3 never finished
+    resumed = explainer.explain_to(store, X, block_rows=8, resume=True)
+    assert resumed.blocks_computed == 2 and resumed.blocks_total == 5
+    np.testing.assert_array_equal(np.asarray(resumed.values()), reference)
+    np.testing.assert_array_equal(np.asarray(resumed.array("gaps")).shape, (40, 2))

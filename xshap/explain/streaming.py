@@ -4,15 +4,17 @@ The store is a folder:
 
 - ``manifest.json``: what the attributions are of (model fingerprint, background digest, rules, shapes, row
   count, block size) and the expected value; a resumed run must match it;
-- ``values_<i>.npy`` (one per input, shap's layout ``(N, *row_shape, n_outputs)``), ``outputs.npy``,
-  ``gaps.npy``, ``tolerance.npy``, ``recomputed.npy``: ``.npy`` files, their rows written at their offsets;
-- ``done/block-<k>``: written (atomically, after the block's rows are flushed to disk) once block k is
-  complete, holding a digest of its rows. A block without its marker, or whose rows no longer match the
-  digest (a write cut short), is computed again; a block with a matching marker is never recomputed.
+- the arrays ``values_<i>`` (one per input, shap's layout ``(N, *row_shape, n_outputs)``), ``outputs``, ``gaps``,
+  ``tolerance``, ``recomputed``: ``.npy`` files, or for a folder named ``*.zarr`` a zarr group (one zarr chunk
+  per block), see ``xshap.explain.stores``;
+- ``done/block-<k>``: written (atomically, after the block's rows are on disk) once block k is complete,
+  holding a digest of its rows. A block without its marker, or whose rows no longer match the digest (a write
+  cut short), is computed again; a block with a matching marker is never recomputed.
 
 Memory is one chunk's intermediates (sized by ``max_memory``) and one block's results (whole chunks, at most
-a sixteenth of ``max_memory``); rows are written with plain file I/O, so nothing written stays in memory. Under ``jax.distributed`` every process opens the same store and
-writes its own blocks (block k is process k mod P's).
+a sixteenth of ``max_memory``); rows are written with plain file I/O, so nothing written stays in memory.
+Under ``jax.distributed`` every process opens the same store and writes its own blocks (block k is process
+k mod P's).
 """
 
 from __future__ import annotations
@@ -25,11 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from numpy.lib.format import open_memmap
 
 from xshap.errors import InputError
 from xshap.explain.completeness import incomplete
 from xshap.explain.sources import row_source
+from xshap.explain.stores import store_format
 
 FORMAT = "xshap-attributions/1"
 MANIFEST = "manifest.json"
@@ -48,13 +50,13 @@ class StoredAttribution:
     incomplete_rows: int  # rows whose |gap| exceeds their tolerance (0 unless check_additivity was off)
     max_gap_ratio: float  # max |gap| / tolerance over every row and output
 
-    def values(self, i: int = 0) -> np.ndarray:
-        """The attributions of input ``i``, (N, *row_shape, n_outputs), memory-mapped read-only."""
-        return np.load(self.path / f"values_{i}.npy", mmap_mode="r")
+    def values(self, i: int = 0):
+        """The attributions of input ``i``, (N, *row_shape, n_outputs), read-only (a memory map, or a zarr array)."""
+        return store_format(self.path).load(self.path, f"values_{i}")
 
-    def array(self, name: str) -> np.ndarray:
-        """``outputs``, ``gaps``, ``tolerance`` or ``recomputed``, memory-mapped read-only."""
-        return np.load(self.path / f"{name}.npy", mmap_mode="r")
+    def array(self, name: str):
+        """``outputs``, ``gaps``, ``tolerance`` or ``recomputed``, read-only."""
+        return store_format(self.path).load(self.path, name)
 
     def summary(self) -> str:
         done = f"{self.blocks_computed} of {self.blocks_total} block(s) computed now"
@@ -205,14 +207,20 @@ def _open_store(path: Path, manifest: dict, explainer, resume: bool) -> None:
         return
     if path.exists() and any(path.iterdir()):
         raise InputError(f"{path} exists and is not an xshap store: choose an empty or new folder")
-    (path / "done").mkdir(parents=True, exist_ok=True)
     total, outputs = manifest["n"], manifest["n_outputs"]
-    for i in range(len(manifest["inputs"])):
-        shape = (total, *_row_shape(explainer, i), outputs)
-        open_memmap(path / f"values_{i}.npy", mode="w+", dtype=_values_dtype(explainer, i), shape=shape).flush()
-    for name, dtype in (("outputs", _values_dtype(explainer, 0)), ("gaps", np.float64), ("tolerance", np.float64)):
-        open_memmap(path / f"{name}.npy", mode="w+", dtype=dtype, shape=(total, outputs)).flush()
-    open_memmap(path / "recomputed.npy", mode="w+", dtype=bool, shape=(total,)).flush()
+    arrays = {
+        f"values_{i}": ((total, *_row_shape(explainer, i), outputs), _values_dtype(explainer, i))
+        for i in range(len(manifest["inputs"]))
+    }
+    arrays.update(
+        outputs=((total, outputs), _values_dtype(explainer, 0)),
+        gaps=((total, outputs), np.dtype(np.float64)),
+        tolerance=((total, outputs), np.dtype(np.float64)),
+        recomputed=((total,), np.dtype(bool)),
+    )
+    path.mkdir(parents=True, exist_ok=True)
+    store_format(path).create(path, arrays, manifest["block_rows"])
+    (path / "done").mkdir(exist_ok=True)
     _atomic_write(path / MANIFEST, json.dumps(manifest, indent=1))
 
 
@@ -225,55 +233,16 @@ def _values_dtype(explainer, i: int) -> np.dtype:
     return np.dtype(explainer._deeplift.compute_dtype)
 
 
-class RowFile:
-    """A ``.npy`` file whose rows are read and written with plain file I/O at their offsets: what is written
-    leaves memory once it is on disk (through a memory map the written pages would stay in the process)."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        with open(path, "rb") as handle:
-            version = np.lib.format.read_magic(handle)
-            read_header = (
-                np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            )
-            shape, fortran, dtype = read_header(handle)
-            self.offset = handle.tell()
-        if fortran:
-            raise InputError(f"{path} is not in C order: it is not a store xshap wrote")
-        self.shape, self.dtype = tuple(shape), np.dtype(dtype)
-        self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
-        self.handle = open(path, "r+b")  # noqa: SIM115 - closed by close()
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def write(self, start: int, rows: np.ndarray) -> None:
-        self.handle.seek(self.offset + start * self.row_bytes)
-        self.handle.write(np.ascontiguousarray(rows, dtype=self.dtype).tobytes())
-
-    def read(self, start: int, stop: int) -> bytes:
-        self.handle.seek(self.offset + start * self.row_bytes)
-        return self.handle.read((stop - start) * self.row_bytes)
-
-    def sync(self) -> None:
-        self.handle.flush()
-        os.fsync(self.handle.fileno())
-
-    def close(self) -> None:
-        self.handle.close()
-
-
-def _open_arrays(path: Path, explainer) -> dict[str, RowFile]:
+def _open_arrays(path: Path, explainer) -> dict:
     names = [f"values_{i}" for i in range(len(explainer._given))]
-    names += ["outputs", "gaps", "tolerance", "recomputed"]
-    return {name: RowFile(path / f"{name}.npy") for name in names}
+    return store_format(path).open_rows(path, [*names, "outputs", "gaps", "tolerance", "recomputed"])
 
 
 def _marker(path: Path, index: int) -> Path:
     return path / "done" / f"block-{index:08d}"
 
 
-def _block_digest(arrays: dict[str, RowFile], start: int, stop: int) -> str:
+def _block_digest(arrays: dict, start: int, stop: int) -> str:
     digest = hashlib.sha256()
     for name in sorted(arrays):
         digest.update(arrays[name].read(start, stop))
@@ -313,9 +282,8 @@ def _atomic_write(target: Path, text: str) -> None:
 
 def _finished(path: Path, total: int, blocks: int, computed: int, expected_value) -> StoredAttribution:
     """The summary, read back from the store in blocks (every block must be done)."""
-    gaps = np.load(path / "gaps.npy", mmap_mode="r")
-    tolerance = np.load(path / "tolerance.npy", mmap_mode="r")
-    recomputed = np.load(path / "recomputed.npy", mmap_mode="r")
+    kind = store_format(path)
+    gaps, tolerance, recomputed = (kind.load(path, name) for name in ("gaps", "tolerance", "recomputed"))
     missing = [k for k in range(blocks) if not _marker(path, k).exists()]
     if missing:
         raise InputError(f"{len(missing)} block(s) of {path} are not done (first: {missing[0]}); resume the run")
@@ -326,5 +294,5 @@ def _finished(path: Path, total: int, blocks: int, computed: int, expected_value
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = max(ratio, float(np.nanmax(np.abs(g) / np.where(t > 0, t, np.inf))))
     return StoredAttribution(
-        path, total, np.asarray(expected_value), computed, blocks, int(np.sum(recomputed)), bad, ratio
+        path, total, np.asarray(expected_value), computed, blocks, int(np.sum(np.asarray(recomputed))), bad, ratio
     )
