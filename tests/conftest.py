@@ -71,7 +71,7 @@ def seed(tmp_path_factory):
 
 
 # -- hypothesis profiles (tests/test_random_nets.py) ------------------------------------------------------------
-# "ci" (default): a fixed, reproducible set of examples sized for a ~2-3 minute run on two CPU cores; "thorough":
+# "ci" (default): a fixed, reproducible set of examples sized for a ~4-5 minute run on one CPU core; "thorough":
 # >= 1,000 random examples per property, run with `pytest tests/test_random_nets.py --hypothesis-profile=thorough`
 # (hypothesis's pytest plugin loads the named profile after this file has registered it) or HYPOTHESIS_PROFILE.
 from hypothesis import HealthCheck, settings  # noqa: E402

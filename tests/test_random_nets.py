@@ -48,9 +48,10 @@ EPS32, EPS64 = float(np.finfo(np.float32).eps), float(np.finfo(np.float64).eps)
 
 
 def examples(ci: int):
-    """``ci`` examples under the "ci" profile (the counts below are sized for ~2-3 minutes in all on two CPU
-    cores: each example exports a new model and JIT-compiles it, ~0.5-2 s); the profile's max_examples under any
-    other (``--hypothesis-profile=thorough``: 1,000 per property)."""
+    """``ci`` examples under the "ci" profile (the counts below are sized for ~4-5 minutes in all on one of the two
+    CI cores: each example exports a new model and JIT-compiles it, 1-5 s, up to 10 s for the float64 and scale
+    properties); the profile's max_examples under any other (``--hypothesis-profile=thorough``: 1,000 per
+    property)."""
     if settings.get_current_profile_name() == "ci":
         return settings(max_examples=ci)
     return lambda test: test
@@ -87,7 +88,7 @@ def _check_complete(spec: NetSpec, model, background, X, rtol: float, eps: float
 
 
 # -- 1. conversion ---------------------------------------------------------------------------------------------
-@examples(ci=40)
+@examples(ci=16)
 @given(spec=nets())
 def test_conversion_matches_torch(spec):
     note(str(spec))
@@ -103,7 +104,7 @@ def test_conversion_matches_torch(spec):
 
 
 # -- 2. completeness -------------------------------------------------------------------------------------------
-@examples(ci=30)
+@examples(ci=12)
 @given(spec=nets())
 def test_complete_in_float32(spec):
     note(str(spec))
@@ -111,7 +112,7 @@ def test_complete_in_float32(spec):
     _check_complete(spec, model, background, X, rtol=1e-4, eps=EPS32, dtype=np.float32)
 
 
-@examples(ci=20)
+@examples(ci=8)
 @given(spec=nets())
 def test_complete_in_float64(spec):
     note(str(spec))
@@ -121,7 +122,7 @@ def test_complete_in_float64(spec):
 
 
 # -- 3. agreement with the references where their hooks are exact ---------------------------------------------
-@examples(ci=25)
+@examples(ci=10)
 @given(spec=nets(hook_safe=True))
 def test_equals_references_where_their_hooks_are_exact(spec):
     """Compared in float64 (the model, the data, shap, Captum and xshap with jax_enable_x64): the property is that
@@ -158,7 +159,7 @@ def test_equals_references_where_their_hooks_are_exact(spec):
 
 
 # -- 4. the culprits read from the graph match what the spec says about the hooks ------------------------------
-@examples(ci=40)
+@examples(ci=16)
 @given(spec=nets())
 def test_culprits_match_the_spec(spec):
     note(str(spec))
@@ -177,7 +178,7 @@ def test_culprits_match_the_spec(spec):
 
 
 # -- 5. scale: nothing in xshap has an absolute floor -----------------------------------------------------------
-@examples(ci=12)
+@examples(ci=6)
 @given(spec=homogeneous_nets(), k=st.integers(-8, 8))
 def test_homogeneous_nets_attributions_scale_exactly(spec, k):
     """f(10^k x) = 10^k f(x) for a bias-free ReLU net, and its DeepLIFT attributions scale the same way (1e-5)."""
@@ -191,7 +192,7 @@ def test_homogeneous_nets_attributions_scale_exactly(spec, k):
     assert np.all(np.abs(scaled.gaps) <= scaled.tolerance)
 
 
-@examples(ci=12)
+@examples(ci=6)
 @given(spec=ill_conditioned_nets(), k=st.integers(-8, 8))
 def test_complete_at_every_scale(spec, k):
     """Inputs and background scaled by 10^k: every row complete (in float32, or recomputed in float64)."""
@@ -208,7 +209,7 @@ def test_complete_at_every_scale(spec, k):
 
 
 # -- 6. float32 against float64, ill-conditioned nets included ---------------------------------------------------
-@examples(ci=15)
+@examples(ci=8)
 @given(spec=ill_conditioned_nets())
 def test_float32_equals_float64_or_says_it_was_recomputed(spec):
     """The float32 model's attributions equal the float64 model's within 1e-4 of the row's attribution mass, except
