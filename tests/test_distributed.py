@@ -51,7 +51,7 @@ MODELS = textwrap.dedent(
 
 WORKER = MODELS + textwrap.dedent(
     """
-    import sys, json
+    import sys, json, os
     import jax
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     port, pid, out, case = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
@@ -87,6 +87,13 @@ WORKER = MODELS + textwrap.dedent(
         except Exception as error:
             print("RAISED", pid, type(error).__name__, str(error)[:300], flush=True)
         print("DONE", pid, flush=True)
+        if pid == 1:
+            os._exit(3)  # process 1 dies without a word
+        try:
+            e.explain(X)
+        except Exception as error:
+            print("LOST", type(error).__name__, str(error)[:200], flush=True)
+        os._exit(0)  # JAX's shutdown barrier would abort this process: the other one is gone
     """
 )
 
@@ -117,9 +124,9 @@ def _run_two(case: str, out: Path) -> list[str]:
     ]
     outputs = []
     try:
-        for worker in workers:
+        for pid, worker in enumerate(workers):
             stdout, stderr = worker.communicate(timeout=TIMEOUT_S)
-            assert worker.returncode == 0, stderr[-3000:]
+            assert worker.returncode == (3 if pid == 1 else 0), stderr[-3000:]  # process 1 dies at the end
             outputs.append(stdout)
     finally:
         for worker in workers:
@@ -195,6 +202,9 @@ def test_an_error_in_one_process_raises_in_every_process(two_process_run):
     assert raised[0][0][2] == "ProcessFailedError" and "process 1" in raised[0][0][3] and "NaN" in raised[0][0][3]
     # different backgrounds: every process refuses
     assert all(r[1][2] == "InputError" and "background differs between processes" in r[1][3] for r in raised)
+    # process 1 dies: process 0's next explanation raises at once instead of waiting for it
+    (lost,) = _lines(stdout[0], "LOST")
+    assert lost.split()[1] == "ProcessFailedError" and "lost another process" in lost
 
 
 def test_rows_split_in_proportion_to_devices():

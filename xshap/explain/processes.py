@@ -52,11 +52,17 @@ class ProcessGroup:
             return [payload]
         from jax.experimental import multihost_utils
 
-        sizes = multihost_utils.process_allgather(np.array([len(payload)], dtype=np.int32))
-        longest = int(np.max(sizes))
-        padded = np.zeros(max(1, longest), dtype=np.uint8)
-        padded[: len(payload)] = np.frombuffer(payload, dtype=np.uint8)
-        everyone = np.asarray(multihost_utils.process_allgather(padded))
+        try:
+            sizes = multihost_utils.process_allgather(np.array([len(payload)], dtype=np.int32))
+            longest = int(np.max(sizes))
+            padded = np.zeros(max(1, longest), dtype=np.uint8)
+            padded[: len(payload)] = np.frombuffer(payload, dtype=np.uint8)
+            everyone = np.asarray(multihost_utils.process_allgather(padded))
+        except Exception as error:  # noqa: BLE001 - a collective fails when a process has died
+            raise ProcessFailedError(
+                f"process {self.index} of {self.count} lost another process of the explanation (it crashed or was "
+                f"killed): {type(error).__name__}: {error}"
+            ) from error
         return [everyone[p, : int(sizes[p][0])].tobytes() for p in range(self.count)]
 
     def gather_arrays(self, array: np.ndarray) -> list[np.ndarray]:
