@@ -66,6 +66,8 @@ def _explain(args: argparse.Namespace):
     from xshap.files import parse_size
     from xshap.loading import Limits, load_array
 
+    # as for check: nothing compiled from someone else's files is kept on disk, unless the user asked for a cache
+    os.environ.setdefault("XSHAP_COMPILATION_CACHE", "off")
     limits = Limits(parse_size(args.max_bytes))
     background = load_array(args.background, limits)
     rows = _rows(args.inputs, limits)
