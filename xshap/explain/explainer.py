@@ -144,6 +144,11 @@ class DeepExplainer:
         self._vmap_outputs = self.sharding.devices[0].platform != "cpu"  # see _explain_chunk
         self._set_rules(rules)
         self._forward = jit(jax.vmap(self.model.fn, in_axes=(None,) + (0,) * len(background)))
+        self.n_outputs = self._set_expected_value().shape[1]
+
+    def _set_expected_value(self) -> np.ndarray:
+        """f(r) for every background row and E f over them; a non-finite f(r) raises, naming its op and row.
+        Returns f(r), (B, n_outputs)."""
         background_out = np.asarray(self._forward(self.model.params, *self.background))
         if not np.all(np.isfinite(background_out)):
             row = int(np.argwhere(~np.isfinite(background_out))[0][0])
@@ -152,9 +157,9 @@ class DeepExplainer:
                 + self._locate_nonfinite_forward(self._model_inputs_np, row)
                 + "; an expected value over it would be meaningless"
             )
-        self.n_outputs = background_out.shape[1]
         self._background_outputs = background_out
         self.expected_value = background_out.mean(axis=0)
+        return background_out
 
     @_in_precision
     def set_background(self, data) -> None:
@@ -172,12 +177,7 @@ class DeepExplainer:
         background = self.model.to_interim(background)
         self._background_np = background
         self.background = [self.sharding.put_replicated(jnp.asarray(b)) for b in background]
-        background_out = np.asarray(self._forward(self.model.params, *self.background))
-        if not np.all(np.isfinite(background_out)):
-            row = int(np.argwhere(~np.isfinite(background_out))[0][0])
-            raise NonFiniteError(f"f(background row {row}) = {background_out[row].tolist()} is not finite")
-        self._background_outputs = background_out
-        self.expected_value = background_out.mean(axis=0)
+        self._set_expected_value()
         self._twins = {}  # built from the old background
         self._references = self._reference_values()
 
@@ -334,18 +334,16 @@ class DeepExplainer:
         process, and for ``rows="all"`` every process's share gathered in row order."""
         error, local, context = None, None, f"process {self.processes.index}: "
         try:
+            arrays, _ = as_input_list(X)
             if rows == "all":
-                arrays, _ = as_input_list(X)
                 self.processes.check_same("X (rows='all')", arrays)
                 begin, end = split_rows(arrays[0].shape[0], self._device_shares)[self.processes.index]
                 context = f"process {self.processes.index} (rows {begin}..{end - 1} of X): "
-                mine = [a[begin:end] for a in arrays]
-                X = mine if self.multi_input else mine[0]
-            arrays, _ = as_input_list(X)
+                arrays = [a[begin:end] for a in arrays]
             if arrays and arrays[0].ndim > 0 and arrays[0].shape[0] == 0:  # fewer rows than processes
                 local = self._no_rows(pair_totals)
             else:
-                local = self._explain_here(X, check_additivity, pair_totals)
+                local = self._explain_here(arrays if self.multi_input else arrays[0], check_additivity, pair_totals)
         except Exception as failure:  # noqa: BLE001 - shared with the other processes, then raised
             error = failure
         self.processes.agree(error, context)
