@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch.export import ExportedProgram
 
+from converters.arrays import to_device
 from converters.batching import saved_batch
 from converters.errors import ConversionError
 from converters.export import CAPTURE_LOCK, Capture, capture, capture_saved, eval_mode, weights_of
@@ -50,8 +51,8 @@ def as_tensor(value) -> torch.Tensor:
 def _to_jax(tensor: torch.Tensor) -> jax.Array:
     tensor = tensor.detach().cpu()
     if tensor.dtype == torch.bfloat16:  # numpy has no bfloat16: the same bits as JAX's own
-        return jnp.asarray(tensor.contiguous().view(torch.int16).numpy()).view(jnp.bfloat16)
-    return jnp.asarray(tensor.numpy())
+        return to_device(tensor.contiguous().view(torch.int16).numpy().view(jnp.bfloat16))
+    return to_device(tensor.numpy())
 
 
 @dataclass
@@ -109,7 +110,7 @@ class Converted:
         return row
 
     def __call__(self, *inputs):
-        return self.apply(self.params, *(jnp.asarray(np.asarray(x)) for x in inputs))
+        return self.apply(self.params, *(to_device(np.asarray(x)) for x in inputs))
 
     @property
     def ops(self) -> list[Provenance]:

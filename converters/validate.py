@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
+from converters.arrays import to_device
 from converters.graph import GraphFunction, retype
 from converters.provenance import Provenance
 
@@ -260,7 +261,11 @@ def side_by_side(
         firsts = {name: leading_row(v, k) if isinstance(v, jax.Array) else None for name, v in record.items()}
         return {name: v for name, v in firsts.items() if v is not None}, out[0]
 
-    jax_values, jax_output = jax.vmap(traced)(*(jnp.asarray(to_numpy(t)) for t in tensors))
+    rows = tuple(to_device(to_numpy(t)) for t in tensors)
+    try:  # one compiled program: run eagerly, every op of the graph would compile a program of its own
+        jax_values, jax_output = jax.jit(jax.vmap(traced))(*rows)
+    except jax.errors.JAXTypeError:  # an op that needs concrete values: the same check, op by op
+        jax_values, jax_output = jax.vmap(traced)(*rows)
     layers = compare_layers(provenance, torch_values, jax_values, rtol)
     expected = np.concatenate([to_numpy(o) for o in torch_outputs])
     return layers, relative_difference(np.asarray(jax_output), expected)
@@ -304,7 +309,7 @@ def recheck_in_float64(
     wide = {name: _widened(w) for name, w in weights.items()}
     try:
         with jax.enable_x64(True):
-            params = {name: jnp.asarray(to_numpy(wide[name])) for name in graph.param_names}
+            params = {name: to_device(to_numpy(wide[name])) for name in graph.param_names}
             layers64, output64 = side_by_side(
                 program,
                 list(wide.values()),

@@ -138,7 +138,7 @@ class DeepExplainer:
         self._background_np = background
         self._several = len(background) > 1 if self.model.head is not None else self.multi_input
         self.sharding = RowSharding(devices)
-        self.background = [self.sharding.put_replicated(jnp.asarray(b)) for b in background]
+        self.background = [self.sharding.put_replicated(b) for b in background]
         self._params = self.sharding.put_replicated(self.model.params)
         self.max_memory = default_max_memory(self.sharding.devices) if max_memory is None else int(max_memory)
         self._vmap_outputs = self.sharding.devices[0].platform != "cpu"  # see _explain_chunk
@@ -176,7 +176,7 @@ class DeepExplainer:
         self._model_inputs_np = background
         background = self.model.to_interim(background)
         self._background_np = background
-        self.background = [self.sharding.put_replicated(jnp.asarray(b)) for b in background]
+        self.background = [self.sharding.put_replicated(b) for b in background]
         self._set_expected_value()
         self._twins = {}  # built from the old background
         self._references = self._reference_values()

@@ -242,7 +242,7 @@ class _Part:
         self.function = function
         params = function.params
         head_rows = jit(jax.vmap(function.head, in_axes=(None,) + (0,) * len(background)))
-        values, held = head_rows(params, *(jnp.asarray(b) for b in background))
+        values, held = head_rows(params, *background)
         for v in values:
             if not jnp.issubdtype(v.dtype, jnp.floating):
                 raise InputError(f"the layer's value has dtype {v.dtype}: explain a layer with a float value")
@@ -299,7 +299,7 @@ class _Part:
             padded = size if n > size else 1 << max(0, (rows - 1).bit_length())
             if padded > rows:
                 chunk = [np.concatenate([c, np.repeat(c[:1], padded - rows, axis=0)]) for c in chunk]
-            result = self._chunk(self.function.params, tuple(jnp.asarray(c) for c in chunk), self.background_values)
+            result = self._chunk(self.function.params, tuple(chunk), self.background_values)
             parts.append(jax.tree_util.tree_map(lambda a, r=rows: np.asarray(a)[:r], result))
         means = [np.concatenate([p[0][i] for p in parts]) for i in range(len(parts[0][0]))]
         outputs, references, mass = (np.concatenate([p[k] for p in parts]) for k in (1, 2, 3))

@@ -55,7 +55,7 @@ class ExplainedModel:
         """The explained values for model inputs: the inputs themselves, or the layer's inputs (interim)."""
         if self.head is None:
             return arrays
-        rows = self._head_rows(len(arrays))(self.params, *(jnp.asarray(a) for a in arrays))
+        rows = self._head_rows(len(arrays))(self.params, *arrays)
         return [np.asarray(r) for r in rows]
 
     def _head_rows(self, n_inputs: int) -> Callable:

@@ -12,7 +12,6 @@ compiles a few programs, not one per call.
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from xshap.engine.transform import DeepLift
@@ -58,8 +57,8 @@ class PairProgram:
             cotangents = np.concatenate([cotangents, np.zeros((padded - n, *cotangents.shape[1:]), cotangents.dtype)])
         result = self._run(
             self.function.params,
-            tuple(jnp.asarray(a) for a in x_rows),
-            tuple(jnp.asarray(a) for a in b_rows),
+            tuple(x_rows),
+            tuple(b_rows),
             cotangents,
         )
         multipliers, zx, zb, fx, fb, reference = jax.tree_util.tree_map(lambda a: np.array(a[:n]), result)
