@@ -149,7 +149,7 @@ class DeepExplainer:
     def _set_expected_value(self) -> np.ndarray:
         """f(r) for every background row and E f over them; a non-finite f(r) raises, naming its op and row.
         Returns f(r), (B, n_outputs)."""
-        background_out = np.asarray(self._forward(self.model.params, *self.background))
+        background_out = self._background_forward()
         if not np.all(np.isfinite(background_out)):
             row = int(np.argwhere(~np.isfinite(background_out))[0][0])
             raise NonFiniteError(
@@ -160,6 +160,14 @@ class DeepExplainer:
         self._background_outputs = background_out
         self.expected_value = background_out.mean(axis=0)
         return background_out
+
+    def _background_forward(self) -> np.ndarray:
+        """f(r) for every background row, (B, n_outputs). Where the references were computed (``_reference_values``),
+        f(r) is among them, the reference half of the output: no separate forward program to compile."""
+        output = self._deeplift.program.outputs[0]
+        if self._references is not None and isinstance(output, int) and output in self._references:
+            return np.asarray(self._references[output])
+        return np.asarray(self._forward(self.model.params, *self.background))
 
     @_in_precision
     def set_background(self, data) -> None:
@@ -177,9 +185,9 @@ class DeepExplainer:
         background = self.model.to_interim(background)
         self._background_np = background
         self.background = [self.sharding.put_replicated(b) for b in background]
-        self._set_expected_value()
         self._twins = {}  # built from the old background
         self._references = self._reference_values()
+        self._set_expected_value()
 
     def _set_rules(self, rules: str) -> None:
         scopes = module_scopes(rules, self.model.converted)
