@@ -20,6 +20,7 @@ import numpy as np
 
 from xshap.errors import InputError, ModelChangedError
 from xshap.explain import fingerprint as fingerprints
+from xshap.explain.cache import ContentCache, content
 from xshap.explain.data import is_float, to_numpy, to_torch
 
 
@@ -37,6 +38,9 @@ class ExplainedModel:
     head: Callable | None = None
     layer: str | None = None
     _compiled_heads: dict = field(default_factory=dict, repr=False)
+    # compiled programs by rule set and shapes: shared by every explainer of one cached conversion (a torch
+    # model's ``Conversion.programs``), this model's own otherwise
+    programs: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
         if self._fingerprint is not None:
@@ -144,19 +148,8 @@ def wrap_model(model, background: list[np.ndarray], output: str | int | None = N
     if isinstance(model, tuple):
         return _wrap_interim(model, background, output)
     if _is_torch_module(model):
-        import converters
-
         _check_arity(model, len(background))
-        converted = converters.from_torch(model, _examples(background), output=output)
-        return ExplainedModel(
-            _row_function(converted),
-            converted.params,
-            converted,
-            model,
-            source=model,
-            output=output,
-            _fingerprint=lambda: fingerprints.torch_fingerprint(model),
-        )
+        return _wrap_torch(model, background, output)
     if is_exported_program(model):
         import converters
 
@@ -180,6 +173,80 @@ def wrap_model(model, background: list[np.ndarray], output: str | int | None = N
             _fingerprint=lambda: fingerprints.callable_fingerprint(model),
         )
     raise InputError(f"cannot explain a {type(model).__name__}: pass a torch.nn.Module or a JAX callable")
+
+
+@dataclass(eq=False)
+class Conversion:
+    """A converted torch model as the conversion cache keeps it: the ``converters.Converted``, the digests of the
+    torch tensors its exported program refers to (the model's own parameters: ``still_valid`` refuses the entry
+    once they were edited in place) and the compiled programs built on it (``programs``: rule set and shapes ->
+    the explainer's programs; see ``DeepExplainer._set_rules``)."""
+
+    converted: object
+    digests: dict
+    programs: dict = field(default_factory=dict)
+
+    @staticmethod
+    def of(converted) -> Conversion:
+        return Conversion(converted, _program_digests(converted))
+
+    def still_valid(self) -> bool:
+        return _program_digests(self.converted) == self.digests
+
+    def nbytes(self) -> int:
+        import jax
+
+        return sum(int(getattr(a, "nbytes", 0)) for a in jax.tree_util.tree_leaves(self.converted.params))
+
+
+def _program_digests(converted) -> dict:
+    from converters.export import weights_of
+
+    return {name: fingerprints.digest_array(t) for name, t in weights_of(converted.capture.program).items()}
+
+
+# torch models converted in this process, by content (``xshap.explain.cache``): a second explainer of the same
+# model (or an equal one) with the same example rows, output and precision is not exported again
+CONVERSIONS = ContentCache(max_entries=8, max_bytes=2 << 30)
+
+
+def _wrap_torch(model, background: list[np.ndarray], output) -> ExplainedModel:
+    """A torch module converted (``converters.from_torch``), or its conversion from the cache where the model's
+    content, the example rows, the output and the precision are those of a conversion made before."""
+    import jax
+
+    import converters
+    from converters.export import CAPTURE_LOCK
+
+    examples = _examples(background)
+    with CAPTURE_LOCK:
+        before = fingerprints.torch_fingerprint(model)
+    key = (
+        content(before, model),
+        tuple(fingerprints.digest_array(e) for e in examples),
+        output,
+        bool(jax.config.jax_enable_x64),
+    )
+    entry = CONVERSIONS.get(
+        key,
+        lambda: Conversion.of(converters.from_torch(model, examples, output=output)),
+        still_valid=Conversion.still_valid,
+        size=Conversion.nbytes,
+    )
+    converted = entry.converted
+    explained = ExplainedModel(
+        _row_function(converted),
+        converted.params,
+        converted,
+        model,
+        source=model,
+        output=output,
+        _fingerprint=lambda: fingerprints.torch_fingerprint(model),
+        programs=entry.programs,
+    )
+    if explained._state != before:  # the model changed while it was converted (its forward edits it): not kept
+        CONVERSIONS.discard(key)
+    return explained
 
 
 def _row_function(converted) -> Callable:
