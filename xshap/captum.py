@@ -35,6 +35,7 @@ from xshap.explain import fingerprint as fingerprints
 from xshap.explain.cache import ContentCache, content
 from xshap.explain.data import to_numpy
 from xshap.explain.layers import INPUT, OUTPUT, LayerFunction, torch_input_function, torch_layer_function
+from xshap.explain.model import dtype_free
 from xshap.explain.neurons import SelectorError, neuron_model
 from xshap.explain.pairs import PairProgram
 from xshap.explain.precision import model_float_dtype, needs_x64, precision
@@ -335,7 +336,7 @@ class DeepLift:
         """The pairs' (multipliers, values at x, values at b) in float64 by the same converted graph with float64
         weights, where the graph names no dtype of its own (then it computes in the dtype it is given); None where
         it does."""
-        if not _dtype_free(function.converted):
+        if not dtype_free(function.converted):
             return None
 
         def build():
@@ -512,22 +513,6 @@ def _floating(array) -> bool:
 
 def _as64(array: np.ndarray) -> np.ndarray:
     return array.astype(np.float64) if _floating(array) else array
-
-
-def _dtype_free(converted) -> bool:
-    """The converted graph passes no dtype to any op (no casts, no typed constants): it computes in whatever float
-    type its weights and inputs have."""
-
-    def names_dtype(value) -> bool:
-        if isinstance(value, torch.dtype):
-            return True
-        if isinstance(value, (list, tuple)):
-            return any(names_dtype(v) for v in value)
-        if isinstance(value, dict):
-            return any(names_dtype(v) for v in value.values())
-        return False
-
-    return not any(names_dtype(step.args) or names_dtype(step.kwargs) for step in converted.graph.steps)
 
 
 def _float64(values: tuple) -> tuple:

@@ -83,10 +83,21 @@ class ExplainedModel:
                 "be those of the model as it was; build a new explainer for the model as it is now"
             )
 
+    def weights_float_dtype(self) -> np.dtype | None:
+        """The widest floating dtype of the weights (``xshap.explain.precision.model_float_dtype``)."""
+        import jax
+
+        dtypes = {np.dtype(a.dtype) for a in jax.tree_util.tree_leaves(self.params) if is_float(np.dtype(a.dtype))}
+        return max(dtypes, key=lambda d: d.itemsize) if dtypes else None
+
     def twin(self, dtype):
-        """The same model computing in ``dtype`` (float64 or float32), in the form ``DeepExplainer`` takes: a deep
-        copy of a torch module cast to it (with the layer's path for an interim explanation), a saved program
-        re-exported in it, or the JAX callable itself (it computes in the precision of its inputs)."""
+        """The same model computing in ``dtype`` (float64 or float32), in the form ``DeepExplainer`` takes: the
+        converted graph itself with its weights cast (``graph_twin``) where it can be; else a deep copy of a torch
+        module cast to it (with the layer's path for an interim explanation), a saved program re-exported in it,
+        or the JAX callable itself (it computes in the precision of its inputs)."""
+        same_graph = self.graph_twin(dtype)
+        if same_graph is not None:
+            return same_graph
         source = self.source
         if isinstance(source, tuple):
             model, _ = source
@@ -98,6 +109,41 @@ class ExplainedModel:
         if is_exported_program(source):
             return _cast_program(source, self.converted, dtype)
         return source
+
+    def graph_twin(self, dtype) -> ExplainedModel | None:
+        """The converted graph of a torch model with its floating weights cast to ``dtype``, where the graph names
+        no dtype of its own (``dtype_free``): it then computes in its weights' and inputs' type, as the torch module
+        cast to ``dtype`` and converted again would, without a second torch.export. None for an interim cut or a
+        graph that fixes a dtype somewhere. The twin shares this model's compiled programs (their keys hold the
+        precision); it is only ever run by the explainer that made it, which checks the model first."""
+        if self.converted is None or self.head is not None or not dtype_free(self.converted):
+            return None
+        import jax
+
+        params = jax.tree_util.tree_map(
+            lambda a: np.asarray(a, dtype=dtype) if is_float(np.dtype(a.dtype)) else np.asarray(a), self.params
+        )
+        return ExplainedModel(
+            self.fn, params, self.converted, self.torch_model, source=self.source, output=self.output,
+            programs=self.programs,
+        )  # fmt: skip
+
+
+def dtype_free(converted) -> bool:
+    """The converted graph passes no dtype to any op (no casts, no typed constants): it computes in whatever float
+    type its weights and inputs have."""
+    import torch
+
+    def names_dtype(value) -> bool:
+        if isinstance(value, torch.dtype):
+            return True
+        if isinstance(value, (list, tuple)):
+            return any(names_dtype(v) for v in value)
+        if isinstance(value, dict):
+            return any(names_dtype(v) for v in value.values())
+        return False
+
+    return not any(names_dtype(step.args) or names_dtype(step.kwargs) for step in converted.graph.steps)
 
 
 def _cast_module(model, dtype):
@@ -145,6 +191,8 @@ def wrap_model(model, background: list[np.ndarray], output: str | int | None = N
     ``(torch_model, layer)`` (the input of ``layer`` explained) or ``(first, rest)`` JAX callables (the input
     of ``rest`` explained, the model being ``rest(first(x))``). ``output``: the output to explain when the model
     returns a dict / ``ModelOutput`` / tuple."""
+    if isinstance(model, ExplainedModel):  # a twin made by ``ExplainedModel.twin``
+        return model
     if isinstance(model, tuple):
         return _wrap_interim(model, background, output)
     if _is_torch_module(model):
