@@ -7,6 +7,11 @@ a dict, a Hugging Face ``ModelOutput`` or a tuple is explained at one of its out
 
 The model explained is the model as it is now: a content fingerprint (``xshap.explain.fingerprint``) taken at
 conversion is compared before every explanation, and an edit made since is refused with what changed.
+
+A torch module's conversion is kept in ``CONVERSIONS`` (``xshap.explain.cache``), keyed by the model's content,
+the example rows, the output and the precision, with the programs compiled on it: a second explainer of the same
+(or an equal) model converts and compiles nothing. An edited model has another content and is converted again;
+an entry whose exported program's tensors (the first model's own) were edited in place since is refused.
 """
 
 from __future__ import annotations
