@@ -134,6 +134,21 @@ def test_precomputed_references_equal_references_computed_per_chunk():
     assert np.abs(a.gaps).max() <= a.tolerance.max()
 
 
+def test_only_the_references_rules_read_are_kept_and_f_of_the_background_is_the_forward():
+    """The reference program returns the values nonlinear rules read and the output (f(r), E f's source), fewer
+    than every input-dependent value; f(r) from it equals the forward pass compiled on its own."""
+    model = _cnn(torch.nn.MaxPool2d(2))
+    background, X = _rows((1, 10, 10))
+    model(background)
+    explainer = xshap.DeepExplainer(model, background)
+    deeplift = explainer._deeplift
+    kept = set(explainer._references)
+    assert kept <= deeplift.reference_reads | set(deeplift.program.outputs)
+    assert deeplift.program.outputs[0] in kept and len(kept) < len(deeplift.analysis.varying)
+    forward = np.asarray(explainer._forward(explainer.model.params, *explainer.background))
+    np.testing.assert_allclose(explainer._background_outputs, forward, rtol=1e-6, atol=1e-7)
+
+
 def test_vmapped_output_pullbacks_equal_the_unrolled_loop():
     """The accelerator form (one vmapped pullback over the one-hot cotangents) equals the CPU form (a loop)."""
     model = _cnn(torch.nn.MaxPool2d(2))

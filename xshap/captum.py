@@ -25,7 +25,6 @@ from __future__ import annotations
 import copy
 import functools
 import inspect
-from collections import OrderedDict
 from collections.abc import Callable
 
 import numpy as np
@@ -33,8 +32,10 @@ import torch
 
 from xshap.errors import InputError
 from xshap.explain import fingerprint as fingerprints
+from xshap.explain.cache import ContentCache, content
 from xshap.explain.data import to_numpy
 from xshap.explain.layers import INPUT, OUTPUT, LayerFunction, torch_input_function, torch_layer_function
+from xshap.explain.model import dtype_free
 from xshap.explain.neurons import SelectorError, neuron_model
 from xshap.explain.pairs import PairProgram
 from xshap.explain.precision import model_float_dtype, needs_x64, precision
@@ -225,8 +226,7 @@ def _layer_key(model: torch.nn.Module, layer) -> object:
 
 
 # -- the shared machinery -------------------------------------------------------------------------------------
-_SHARED: OrderedDict = OrderedDict()  # (model content, program key) -> program, across objects: most recent last
-_SHARED_SIZE = 64
+_SHARED = ContentCache(64)  # (model content, program key) -> program, across objects
 
 
 def clear_cache() -> None:
@@ -234,26 +234,10 @@ def clear_cache() -> None:
     _SHARED.clear()
 
 
-def _content(state: dict, model: torch.nn.Module) -> tuple:
-    """The model's content without object identities: the fingerprint with each module named by its class (the
-    class object, not only its name: two local classes ``Net`` differ) and the first path of its object (so that a
-    module registered twice differs from two equal modules). Two objects with one content convert to one program.
-    """
-    first: dict[int, str] = {}
-    named = dict(state)
-    for path, module in model.named_modules(remove_duplicate=False):
-        where = path or "<root>"
-        kind = type(module)
-        named[f"module {where}"] = (
-            f"{kind.__module__}.{kind.__qualname__}#{id(kind):x}={first.setdefault(id(module), where)}"
-        )
-    return tuple(sorted(named.items()))
-
-
 class _Cached:
     """Converted and compiled programs of one model, kept while its fingerprint is unchanged. Programs are also
-    shared across objects whose models have the same content (``_content``; a bounded process-wide cache), as a
-    test suite or a notebook builds the same model again and again."""
+    shared across objects whose models have the same content (``xshap.explain.cache.content``; a bounded
+    process-wide cache), as a test suite or a notebook builds the same model again and again."""
 
     def __init__(self, model: torch.nn.Module):
         self.model = model
@@ -277,15 +261,8 @@ class _Cached:
                 self._programs[key] = build()
                 return self._programs[key]
             if self._content is None:
-                self._content = _content(self._fingerprint, self.model)
-            common = (self._content, key)
-            if common in _SHARED:
-                _SHARED.move_to_end(common)
-            else:
-                _SHARED[common] = build()
-                while len(_SHARED) > _SHARED_SIZE:
-                    _SHARED.popitem(last=False)
-            self._programs[key] = _SHARED[common]
+                self._content = content(self._fingerprint, self.model)
+            self._programs[key] = _SHARED.get((self._content, key), build)
         return self._programs[key]
 
 
@@ -359,7 +336,7 @@ class DeepLift:
         """The pairs' (multipliers, values at x, values at b) in float64 by the same converted graph with float64
         weights, where the graph names no dtype of its own (then it computes in the dtype it is given); None where
         it does."""
-        if not _dtype_free(function.converted):
+        if not dtype_free(function.converted):
             return None
 
         def build():
@@ -536,22 +513,6 @@ def _floating(array) -> bool:
 
 def _as64(array: np.ndarray) -> np.ndarray:
     return array.astype(np.float64) if _floating(array) else array
-
-
-def _dtype_free(converted) -> bool:
-    """The converted graph passes no dtype to any op (no casts, no typed constants): it computes in whatever float
-    type its weights and inputs have."""
-
-    def names_dtype(value) -> bool:
-        if isinstance(value, torch.dtype):
-            return True
-        if isinstance(value, (list, tuple)):
-            return any(names_dtype(v) for v in value)
-        if isinstance(value, dict):
-            return any(names_dtype(v) for v in value.values())
-        return False
-
-    return not any(names_dtype(step.args) or names_dtype(step.kwargs) for step in converted.graph.steps)
 
 
 def _float64(values: tuple) -> tuple:

@@ -141,10 +141,21 @@ class DeepExplainer:
         self.background = [self.sharding.put_replicated(b) for b in background]
         self._params = self.sharding.put_replicated(self.model.params)
         self.max_memory = default_max_memory(self.sharding.devices) if max_memory is None else int(max_memory)
-        self._vmap_outputs = self.sharding.devices[0].platform != "cpu"  # see _explain_chunk
+        self._vmap = None  # the output pullbacks' form: chosen in _set_rules (see vmap_outputs)
         self._set_rules(rules)
-        self._forward = jit(jax.vmap(self.model.fn, in_axes=(None,) + (0,) * len(background)))
         self.n_outputs = self._set_expected_value().shape[1]
+
+    @property
+    def _vmap_outputs(self) -> bool:
+        """Whether each chunk vmaps one pullback over the outputs' one-hot cotangents (True) or unrolls one pullback
+        per output (see ``_explain_chunk``)."""
+        return self._vmap
+
+    @_vmap_outputs.setter
+    def _vmap_outputs(self, value: bool) -> None:
+        if value != self._vmap:
+            self._vmap = bool(value)
+            self._set_rules(self.rules)
 
     def _set_expected_value(self) -> np.ndarray:
         """f(r) for every background row and E f over them; a non-finite f(r) raises, naming its op and row.
@@ -162,11 +173,12 @@ class DeepExplainer:
         return background_out
 
     def _background_forward(self) -> np.ndarray:
-        """f(r) for every background row, (B, n_outputs). Where the references were computed (``_reference_values``),
-        f(r) is among them, the reference half of the output: no separate forward program to compile."""
+        """f(r) for every background row, (B, n_outputs): the output's reference half where the references are
+        kept (``_reference_values``: the same ops on the same rows, and one program fewer to compile), else the
+        forward pass compiled on its own."""
         output = self._deeplift.program.outputs[0]
         if self._references is not None and isinstance(output, int) and output in self._references:
-            return np.asarray(self._references[output])
+            return np.asarray(self._references[output]).reshape(len(self._background_np[0]), -1)
         return np.asarray(self._forward(self.model.params, *self.background))
 
     @_in_precision
@@ -185,24 +197,33 @@ class DeepExplainer:
         background = self.model.to_interim(background)
         self._background_np = background
         self.background = [self.sharding.put_replicated(b) for b in background]
-        self._twins = {}  # built from the old background
         self._references = self._reference_values()
         self._set_expected_value()
+        self._twins = {}  # built from the old background
 
     def _set_rules(self, rules: str) -> None:
-        scopes = module_scopes(rules, self.model.converted)
         self.rules = rules
         self._twins: dict = {}  # the model in float64 (float32), built when a row needs it; its rules are these
-        self._deeplift = DeepLift(
-            self.model.fn,
-            self.model.params,
-            [b[0] for b in self._background_np],
-            scopes,
-            reveal_cancel=rules == REVEALCANCEL,
-        )
+        rows = tuple((b.shape[1:], np.dtype(b.dtype)) for b in self._background_np)
+        deeplift_key = (rules, rows, bool(jax.config.jax_enable_x64))
+        deeplift = self.model.programs.get(deeplift_key)
+        if deeplift is None:
+            deeplift = self.model.programs[deeplift_key] = DeepLift(
+                self.model.fn,
+                self.model.params,
+                [b[0] for b in self._background_np],
+                module_scopes(rules, self.model.converted),
+                reveal_cancel=rules == REVEALCANCEL,
+            )
+        self._deeplift = deeplift
+        if self._vmap is None:
+            self._vmap = vmap_outputs(self.sharding.devices[0].platform, deeplift)
         results = self.sharding.pinned_host_rows()
-        placement = {} if results is None else {"out_shardings": results}
-        self._chunk = jit(self._explain_chunk, static_argnames=("pair_totals",), **placement)
+        key = (deeplift_key, self._vmap, None if results is None else tuple(self.sharding.devices))
+        programs = self.model.programs.get(key)
+        if programs is None:
+            programs = self.model.programs[key] = _Programs(deeplift, self.model.fn, self._vmap, results)
+        self._chunk, self._forward, self._reference_jit = programs.chunk, programs.forward, programs.references
         self._pair_bytes = self._bytes_per_pair()
         self._references = self._reference_values()
 
@@ -213,13 +234,7 @@ class DeepExplainer:
         a quarter of ``max_memory``; each chunk then computes it."""
         if self._pair_bytes * len(self._background_np[0]) > self.max_memory // 4:
             return None
-        cached = getattr(self, "_reference_jit", None)
-        if cached is None or cached[0] is not self._deeplift:  # one compiled function per rule set (set_background)
-            cached = self._reference_jit = (
-                self._deeplift,
-                jit(jax.vmap(self._deeplift.reference_values, in_axes=(None, 0))),
-            )
-        values = cached[1](self.model.params, tuple(self.background))
+        values = self._reference_jit(self.model.params, tuple(self.background))
         return self.sharding.put_replicated(values)
 
     @_in_precision
@@ -229,47 +244,7 @@ class DeepExplainer:
         other._set_rules(rules)
         return other
 
-    # -- the computation --------------------------------------------------------------------------------
-    def _explain_chunk(
-        self, params, xs: tuple, background: tuple, references: dict | None, pair_totals: bool = False
-    ) -> tuple:
-        """phi for a chunk of rows, mean over the background of (x - r) * m(x, r) per output, f(x), and sum(|phi|)
-        per (row, output) for the tolerance of the completeness check (which sums phi itself on the host);
-        with ``pair_totals``, also sum(phi) of every (row, background row) pair, (rows, B, n_outputs).
-
-        f(x) comes from the same compiled call: one dispatch per chunk, which is most of the cost of a short run.
-        """
-
-        def per_pair(x_rows, r_rows, r_values):
-            # One forward pass, then one pullback per output. On XLA:CPU an unrolled loop of VJPs is 2-3x faster
-            # than jax.jacrev's vmap over the one-hot cotangents (measured on the issue-4 CNN workload); on an
-            # accelerator the vmapped form launches one kernel where the loop launches one per output.
-            out, pullback = jax.vjp(
-                lambda rows: self._deeplift.paired(params, rows, r_rows, references=r_values), tuple(x_rows)
-            )
-            one_hot = jnp.eye(out.shape[0], dtype=out.dtype)
-            if self._vmap_outputs:
-                multipliers = list(jax.vmap(pullback)(one_hot)[0])
-            else:
-                per_output = [pullback(one_hot[o])[0] for o in range(out.shape[0])]
-                multipliers = [jnp.stack([grads[i] for grads in per_output]) for i in range(len(x_rows))]
-            return tuple((x - r)[None] * m for x, r, m in zip(x_rows, r_rows, multipliers))
-
-        def per_row(x_rows):
-            contributions = jax.vmap(per_pair, in_axes=(None, 0, 0))(x_rows, background, references)
-            means = tuple(c.mean(axis=0) for c in contributions)
-            if not pair_totals:
-                return means
-            totals = sum(c.reshape(c.shape[:2] + (-1,)).sum(axis=2) for c in contributions)
-            return means, totals
-
-        outputs = jax.vmap(self.model.fn, in_axes=(None,) + (0,) * len(xs))(params, *xs)
-        if not pair_totals:
-            means = jax.vmap(per_row)(xs)
-            return means, outputs, _mass(means)
-        means, totals = jax.vmap(per_row)(xs)
-        return means, outputs, _mass(means), totals
-
+    # -- the computation: _explain_chunk (module level), compiled per rule set in _Programs --------------------
     def _bytes_per_pair(self) -> int:
         """Bytes of the values that depend on the explained inputs, for one (row, background row) pair: the
         weights and other constants are shared by every pair and not counted."""
@@ -701,6 +676,84 @@ class DeepExplainer:
     def __call__(self, X):
         """shap's ``explainer(X)``: a ``shap.Explanation`` (with base values, which shap's own omits)."""
         return self.explanation(X)
+
+
+def _explain_chunk(
+    deeplift: DeepLift,
+    fn: Callable,
+    vmapped: bool,
+    params,
+    xs: tuple,
+    background: tuple,
+    references: dict | None,
+    pair_totals: bool = False,
+) -> tuple:
+    """phi for a chunk of rows, mean over the background of (x - r) * m(x, r) per output, f(x), and sum(|phi|)
+    per (row, output) for the tolerance of the completeness check (which sums phi itself on the host);
+    with ``pair_totals``, also sum(phi) of every (row, background row) pair, (rows, B, n_outputs).
+
+    f(x) comes from the same compiled call: one dispatch per chunk, which is most of the cost of a short run.
+    ``vmapped``: one pullback vmapped over the outputs' one-hot cotangents, else one pullback per output
+    (``vmap_outputs`` chooses). A function of its arguments only (no explainer in it): explainers of one
+    cached conversion share its compiled form.
+    """
+
+    def per_pair(x_rows, r_rows, r_values):
+        out, pullback = jax.vjp(lambda rows: deeplift.paired(params, rows, r_rows, references=r_values), tuple(x_rows))
+        one_hot = jnp.eye(out.shape[0], dtype=out.dtype)
+        if vmapped:
+            multipliers = list(jax.vmap(pullback)(one_hot)[0])
+        else:
+            per_output = [pullback(one_hot[o])[0] for o in range(out.shape[0])]
+            multipliers = [jnp.stack([grads[i] for grads in per_output]) for i in range(len(x_rows))]
+        return tuple((x - r)[None] * m for x, r, m in zip(x_rows, r_rows, multipliers))
+
+    def per_row(x_rows):
+        contributions = jax.vmap(per_pair, in_axes=(None, 0, 0))(x_rows, background, references)
+        means = tuple(c.mean(axis=0) for c in contributions)
+        if not pair_totals:
+            return means
+        totals = sum(c.reshape(c.shape[:2] + (-1,)).sum(axis=2) for c in contributions)
+        return means, totals
+
+    outputs = jax.vmap(fn, in_axes=(None,) + (0,) * len(xs))(params, *xs)
+    if not pair_totals:
+        means = jax.vmap(per_row)(xs)
+        return means, outputs, _mass(means)
+    means, totals = jax.vmap(per_row)(xs)
+    return means, outputs, _mass(means), totals
+
+
+class _Programs:
+    """The compiled functions of one rule set on one converted model: the chunk, the forward pass over rows and
+    the reference values over the background. Kept in ``ExplainedModel.programs``, so a second explainer of a
+    cached conversion (``xshap.explain.model.CONVERSIONS``) reuses their compiled forms; they take every array
+    (weights, rows, references) as an argument and hold none."""
+
+    def __init__(self, deeplift: DeepLift, fn: Callable, vmapped: bool, results=None):
+        placement = {} if results is None else {"out_shardings": results}
+        self.chunk = jit(
+            functools.partial(_explain_chunk, deeplift, fn, vmapped), static_argnames=("pair_totals",), **placement
+        )
+        n_inputs = len(deeplift.program.inputs) - deeplift._n_params
+        self.forward = jit(jax.vmap(fn, in_axes=(None,) + (0,) * n_inputs))
+        self.references = jit(jax.vmap(deeplift.reference_values, in_axes=(None, 0)))
+
+
+def vmap_outputs(platform: str, deeplift: DeepLift) -> bool:
+    """One pullback vmapped over the outputs (True) or one per output, unrolled (False).
+
+    On an accelerator the vmapped form launches one kernel where the loop launches one per output. On XLA:CPU
+    the unrolled loop ran 2-3x faster than the vmap on the issue-4 CNN, but it makes a program of one pullback
+    per output, and XLA:CPU's compile time grows with the number of fused kernels it emits: MobileNetV3-small's
+    10-output chunk took 400 s to compile unrolled. Large programs are vmapped on the CPU too
+    (``CPU_VMAP_EQUATIONS``)."""
+    if platform != "cpu":
+        return True
+    return len(deeplift.program.eqns) >= CPU_VMAP_EQUATIONS
+
+
+CPU_VMAP_EQUATIONS = 1000  # equations of the model's program from which a CPU chunk vmaps its output pullbacks
 
 
 _EPS_RATIO = float(np.finfo(np.float64).eps / np.finfo(np.float32).eps)  # how much less float64 rounds

@@ -7,6 +7,11 @@ a dict, a Hugging Face ``ModelOutput`` or a tuple is explained at one of its out
 
 The model explained is the model as it is now: a content fingerprint (``xshap.explain.fingerprint``) taken at
 conversion is compared before every explanation, and an edit made since is refused with what changed.
+
+A torch module's conversion is kept in ``CONVERSIONS`` (``xshap.explain.cache``), keyed by the model's content,
+the example rows, the output and the precision, with the programs compiled on it: a second explainer of the same
+(or an equal) model converts and compiles nothing. An edited model has another content and is converted again;
+an entry whose exported program's tensors (the first model's own) were edited in place since is refused.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import numpy as np
 
 from xshap.errors import InputError, ModelChangedError
 from xshap.explain import fingerprint as fingerprints
+from xshap.explain.cache import ContentCache, content
 from xshap.explain.data import is_float, to_numpy, to_torch
 
 
@@ -37,6 +43,9 @@ class ExplainedModel:
     head: Callable | None = None
     layer: str | None = None
     _compiled_heads: dict = field(default_factory=dict, repr=False)
+    # compiled programs by rule set and shapes: shared by every explainer of one cached conversion (a torch
+    # model's ``Conversion.programs``), this model's own otherwise
+    programs: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
         if self._fingerprint is not None:
@@ -79,10 +88,21 @@ class ExplainedModel:
                 "be those of the model as it was; build a new explainer for the model as it is now"
             )
 
+    def weights_float_dtype(self) -> np.dtype | None:
+        """The widest floating dtype of the weights (``xshap.explain.precision.model_float_dtype``)."""
+        import jax
+
+        dtypes = {np.dtype(a.dtype) for a in jax.tree_util.tree_leaves(self.params) if is_float(np.dtype(a.dtype))}
+        return max(dtypes, key=lambda d: d.itemsize) if dtypes else None
+
     def twin(self, dtype):
-        """The same model computing in ``dtype`` (float64 or float32), in the form ``DeepExplainer`` takes: a deep
-        copy of a torch module cast to it (with the layer's path for an interim explanation), a saved program
-        re-exported in it, or the JAX callable itself (it computes in the precision of its inputs)."""
+        """The same model computing in ``dtype`` (float64 or float32), in the form ``DeepExplainer`` takes: the
+        converted graph itself with its weights cast (``graph_twin``) where it can be; else a deep copy of a torch
+        module cast to it (with the layer's path for an interim explanation), a saved program re-exported in it,
+        or the JAX callable itself (it computes in the precision of its inputs)."""
+        same_graph = self.graph_twin(dtype)
+        if same_graph is not None:
+            return same_graph
         source = self.source
         if isinstance(source, tuple):
             model, _ = source
@@ -94,6 +114,41 @@ class ExplainedModel:
         if is_exported_program(source):
             return _cast_program(source, self.converted, dtype)
         return source
+
+    def graph_twin(self, dtype) -> ExplainedModel | None:
+        """The converted graph of a torch model with its floating weights cast to ``dtype``, where the graph names
+        no dtype of its own (``dtype_free``): it then computes in its weights' and inputs' type, as the torch module
+        cast to ``dtype`` and converted again would, without a second torch.export. None for an interim cut or a
+        graph that fixes a dtype somewhere. The twin shares this model's compiled programs (their keys hold the
+        precision); it is only ever run by the explainer that made it, which checks the model first."""
+        if self.converted is None or self.head is not None or not dtype_free(self.converted):
+            return None
+        import jax
+
+        params = jax.tree_util.tree_map(
+            lambda a: np.asarray(a, dtype=dtype) if is_float(np.dtype(a.dtype)) else np.asarray(a), self.params
+        )
+        return ExplainedModel(
+            self.fn, params, self.converted, self.torch_model, source=self.source, output=self.output,
+            programs=self.programs,
+        )  # fmt: skip
+
+
+def dtype_free(converted) -> bool:
+    """The converted graph passes no dtype to any op (no casts, no typed constants): it computes in whatever float
+    type its weights and inputs have."""
+    import torch
+
+    def names_dtype(value) -> bool:
+        if isinstance(value, torch.dtype):
+            return True
+        if isinstance(value, (list, tuple)):
+            return any(names_dtype(v) for v in value)
+        if isinstance(value, dict):
+            return any(names_dtype(v) for v in value.values())
+        return False
+
+    return not any(names_dtype(step.args) or names_dtype(step.kwargs) for step in converted.graph.steps)
 
 
 def _cast_module(model, dtype):
@@ -141,22 +196,13 @@ def wrap_model(model, background: list[np.ndarray], output: str | int | None = N
     ``(torch_model, layer)`` (the input of ``layer`` explained) or ``(first, rest)`` JAX callables (the input
     of ``rest`` explained, the model being ``rest(first(x))``). ``output``: the output to explain when the model
     returns a dict / ``ModelOutput`` / tuple."""
+    if isinstance(model, ExplainedModel):  # a twin made by ``ExplainedModel.twin``
+        return model
     if isinstance(model, tuple):
         return _wrap_interim(model, background, output)
     if _is_torch_module(model):
-        import converters
-
         _check_arity(model, len(background))
-        converted = converters.from_torch(model, _examples(background), output=output)
-        return ExplainedModel(
-            _row_function(converted),
-            converted.params,
-            converted,
-            model,
-            source=model,
-            output=output,
-            _fingerprint=lambda: fingerprints.torch_fingerprint(model),
-        )
+        return _wrap_torch(model, background, output)
     if is_exported_program(model):
         import converters
 
@@ -180,6 +226,80 @@ def wrap_model(model, background: list[np.ndarray], output: str | int | None = N
             _fingerprint=lambda: fingerprints.callable_fingerprint(model),
         )
     raise InputError(f"cannot explain a {type(model).__name__}: pass a torch.nn.Module or a JAX callable")
+
+
+@dataclass(eq=False)
+class Conversion:
+    """A converted torch model as the conversion cache keeps it: the ``converters.Converted``, the digests of the
+    torch tensors its exported program refers to (the model's own parameters: ``still_valid`` refuses the entry
+    once they were edited in place) and the compiled programs built on it (``programs``: rule set and shapes ->
+    the explainer's programs; see ``DeepExplainer._set_rules``)."""
+
+    converted: object
+    digests: dict
+    programs: dict = field(default_factory=dict)
+
+    @staticmethod
+    def of(converted) -> Conversion:
+        return Conversion(converted, _program_digests(converted))
+
+    def still_valid(self) -> bool:
+        return _program_digests(self.converted) == self.digests
+
+    def nbytes(self) -> int:
+        import jax
+
+        return sum(int(getattr(a, "nbytes", 0)) for a in jax.tree_util.tree_leaves(self.converted.params))
+
+
+def _program_digests(converted) -> dict:
+    from converters.export import weights_of
+
+    return {name: fingerprints.digest_array(t) for name, t in weights_of(converted.capture.program).items()}
+
+
+# torch models converted in this process, by content (``xshap.explain.cache``): a second explainer of the same
+# model (or an equal one) with the same example rows, output and precision is not exported again
+CONVERSIONS = ContentCache(max_entries=8, max_bytes=2 << 30)
+
+
+def _wrap_torch(model, background: list[np.ndarray], output) -> ExplainedModel:
+    """A torch module converted (``converters.from_torch``), or its conversion from the cache where the model's
+    content, the example rows, the output and the precision are those of a conversion made before."""
+    import jax
+
+    import converters
+    from converters.export import CAPTURE_LOCK
+
+    examples = _examples(background)
+    with CAPTURE_LOCK:
+        before = fingerprints.torch_fingerprint(model)
+    key = (
+        content(before, model),
+        tuple(fingerprints.digest_array(e) for e in examples),
+        output,
+        bool(jax.config.jax_enable_x64),
+    )
+    entry = CONVERSIONS.get(
+        key,
+        lambda: Conversion.of(converters.from_torch(model, examples, output=output)),
+        still_valid=Conversion.still_valid,
+        size=Conversion.nbytes,
+    )
+    converted = entry.converted
+    explained = ExplainedModel(
+        _row_function(converted),
+        converted.params,
+        converted,
+        model,
+        source=model,
+        output=output,
+        _fingerprint=lambda: fingerprints.torch_fingerprint(model),
+        programs=entry.programs,
+    )
+    if explained._state != before:  # the model changed while it was converted (its forward edits it): not kept
+        CONVERSIONS.discard(key)
+    return explained
 
 
 def _row_function(converted) -> Callable:

@@ -36,6 +36,8 @@ def model_float_dtype(model) -> np.dtype | None:
     an interim pair), or None where the model does not say (a plain JAX function computes in its inputs')."""
     if isinstance(model, tuple) and model:
         return model_float_dtype(model[0])
+    if hasattr(model, "weights_float_dtype"):  # an ExplainedModel (a twin on the same converted graph)
+        return model.weights_float_dtype()
     if type(model).__name__ == "ExportedProgram" or _is_torch_module(model):
         return torch_float_dtype(model)
     try:
