@@ -129,3 +129,66 @@ def test_an_explainer_refuses_its_model_edited_after_a_cached_conversion(convers
         model.body[0].bias.zero_()
     with pytest.raises(ModelChangedError):
         explainer.explain(X)
+
+
+_ACTIVATION = {"fn": torch.relu}
+
+
+def _activation(x):
+    """A module-level helper the forward calls: editing it changes the model without changing its content key."""
+    return _ACTIVATION["fn"](x)
+
+
+def _helper_net_class():
+    class HelperNet(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = torch.nn.Linear(5, 8), torch.nn.Linear(8, 3)
+
+        def forward(self, x):
+            return self.b(_activation(self.a(x)))
+
+    return HelperNet
+
+
+def test_code_the_content_key_cannot_see_is_caught_by_the_models_own_outputs(conversions, monkeypatch):
+    """A helper function the forward calls is changed (relu -> tanh): weights, submodules, attributes and class are
+    the same, so the content key is; the cached entry's outputs on the example rows are not the model's any more,
+    and the model is converted again."""
+    net = _helper_net_class()
+    torch.manual_seed(0)
+    model = net().eval()
+    background, X = _rows()
+    before = _explain(model, background, X)
+    monkeypatch.setitem(_ACTIVATION, "fn", torch.tanh)
+    after = _explain(model, background, X)
+    assert len(conversions) == 2
+    assert not np.allclose(before.values[0], after.values[0])
+    _check_against_forward(model, after, X)
+
+
+def test_a_class_defined_again_is_another_model(conversions):
+    """A notebook cell that defines ``class Net`` again (another forward), with the same seed, the same weights: the
+    key holds the class object itself, so the new class is never taken for the old one (even at a reused id)."""
+    background, X = _rows()
+
+    def define(activation):
+        class Net(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.a, self.b = torch.nn.Linear(5, 8), torch.nn.Linear(8, 3)
+
+            def forward(self, x):
+                return self.b(activation(self.a(x)))
+
+        torch.manual_seed(0)
+        return Net().eval()
+
+    _explain(define(torch.relu), background, X)
+    import gc
+
+    gc.collect()  # the first class may go: its id may be reused by the next
+    model = define(torch.sigmoid)
+    after = _explain(model, background, X)
+    assert len(conversions) == 2
+    _check_against_forward(model, after, X)

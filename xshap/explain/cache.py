@@ -30,10 +30,10 @@ def content(state: dict, model) -> tuple:
     for path, module in model.named_modules(remove_duplicate=False):
         where = path or "<root>"
         kind = type(module)
-        named[f"module {where}"] = (
-            f"{kind.__module__}.{kind.__qualname__}#{id(kind):x}={first.setdefault(id(module), where)}"
-        )
-    return tuple(sorted(named.items()))
+        # the class object itself, not its id: the key keeps it alive, so a class redefined later (a notebook cell
+        # run again) cannot be given the same id and be taken for it
+        named[f"module {where}"] = (kind, first.setdefault(id(module), where))
+    return tuple(sorted(named.items(), key=lambda item: item[0]))
 
 
 class ContentCache:

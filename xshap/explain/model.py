@@ -237,19 +237,61 @@ class Conversion:
 
     converted: object
     digests: dict
+    behaviour: list = field(default_factory=list)
     programs: dict = field(default_factory=dict)
 
     @staticmethod
-    def of(converted) -> Conversion:
-        return Conversion(converted, _program_digests(converted))
+    def of(converted, model, examples) -> Conversion:
+        return Conversion(converted, _program_digests(converted), _torch_behaviour(model, examples))
 
-    def still_valid(self) -> bool:
-        return _program_digests(self.converted) == self.digests
+    def still_valid(self, model=None, examples=()) -> bool:
+        """The exported tensors are as they were, and (given the model) the model still computes what it computed
+        when it was converted: code that the content key cannot see (a helper function the forward calls, a method
+        replaced on the class) changed since then gives other outputs on the example rows, and a new conversion."""
+        if _program_digests(self.converted) != self.digests:
+            return False
+        return model is None or _same_outputs(_torch_behaviour(model, examples), self.behaviour)
 
     def nbytes(self) -> int:
         import jax
 
         return sum(int(getattr(a, "nbytes", 0)) for a in jax.tree_util.tree_leaves(self.converted.params))
+
+
+def _torch_behaviour(model, examples) -> list:
+    """torch's own outputs on the example rows (every tensor the forward returns), as float64 numpy arrays."""
+    import torch
+
+    from converters.export import eval_mode
+
+    try:
+        with torch.no_grad(), eval_mode(model, warn=False):
+            out = model(*examples)
+    except Exception:  # noqa: BLE001 - it ran when it was converted; now it does not: never the same model
+        return [None]
+    leaves = torch.utils._pytree.tree_leaves(out)
+    return [
+        leaf.detach().cpu().to(torch.float64).numpy() if leaf.is_floating_point() else leaf.detach().cpu().numpy()
+        for leaf in leaves
+        if isinstance(leaf, torch.Tensor)
+    ]
+
+
+def _same_outputs(now: list, then: list, rtol: float = 1e-6) -> bool:
+    if len(now) != len(then) or any(a is None or b is None for a, b in zip(now, then)):
+        return False
+    for a, b in zip(now, then):
+        if a.shape != b.shape or a.dtype != b.dtype:
+            return False
+        if a.dtype.kind == "f":
+            scale = max(float(np.max(np.abs(b), initial=0.0)), 1e-30)
+            if not np.array_equal(np.isfinite(a), np.isfinite(b)) or np.any(
+                np.abs(a - b)[np.isfinite(b)] > rtol * scale
+            ):
+                return False
+        elif not np.array_equal(a, b):
+            return False
+    return True
 
 
 def _program_digests(converted) -> dict:
@@ -282,8 +324,8 @@ def _wrap_torch(model, background: list[np.ndarray], output) -> ExplainedModel:
     )
     entry = CONVERSIONS.get(
         key,
-        lambda: Conversion.of(converters.from_torch(model, examples, output=output)),
-        still_valid=Conversion.still_valid,
+        lambda: Conversion.of(converters.from_torch(model, examples, output=output), model, examples),
+        still_valid=lambda entry: entry.still_valid(model, examples),
         size=Conversion.nbytes,
     )
     converted = entry.converted
