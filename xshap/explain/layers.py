@@ -101,7 +101,7 @@ def torch_layer_functions(
         raise InputError(str(error)) from None
     module = inner.get_submodule(relative)
     aliases = [relative] + [p for p in _aliases(inner, module) if p != relative]
-    marked = MarkedModel(model, module, output)
+    marked = MarkedModel(model, module, output).train(model.training)
     converted = converters.from_torch(marked, tuple(to_torch(e[:4]) for e in examples), output="0", decompose=decompose)
     paths = ["model." + prefix + p for p in aliases]
     program = converted.capture.program
