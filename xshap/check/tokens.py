@@ -23,7 +23,6 @@ from xshap.check.crosscheck import compare
 from xshap.check.culprits import find_culprits
 from xshap.check.references import REFERENCES, RULE_TABLES, ReferenceResult, available_references
 from xshap.check.report import CrosscheckReport
-from xshap.check.tails import LayerTail, TailError, layer_values
 from xshap.errors import InputError
 from xshap.explain.explainer import Attribution
 from xshap.explain.text import TokenExplainer
@@ -64,6 +63,8 @@ def crosscheck_tokens(
     ours = Attribution(
         attribution.values, attribution.outputs, attribution.reference_outputs, attribution.gaps, attribution.tolerance
     )
+    from xshap.check.tails import TailError  # torch-only: loaded when a torch token model is checked
+
     comparisons = []
     function = explainer.explainer._functions[0]
     wrapped = explainer.explainer._source[0]  # the user's model called with (ids, mask) by keyword
@@ -117,6 +118,7 @@ def _split(model, layer, rows, background, output, attribution):
     tail gives xshap's f(x) at the row's layer value and xshap's reference output at the background's."""
     import torch
 
+    from xshap.check.tails import LayerTail, TailError, layer_values
     from xshap.explain.layers import _aliases
 
     modules = list({id(m): m for m in (model.get_submodule(p) for p in _aliases(model, layer))}.values())
