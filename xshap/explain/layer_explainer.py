@@ -310,12 +310,16 @@ class _Part:
                 layer_values = background_values
 
             def per_pair(zb):
-                out, pullback = jax.vjp(lambda z: deeplift.paired((params, cx), z, zb), tuple(zx))
+                # the reference output tail(zb, held(x)) is the reference half DeepLIFT computes with the pair (no
+                # forward pass of its own in the program); f(x) below is the plain forward, once per row
+                out, pullback, reference = jax.vjp(
+                    lambda z: deeplift.paired((params, cx), z, zb, with_reference=True), tuple(zx), has_aux=True
+                )
                 # one pullback vmapped over the outputs' one-hot cotangents: a program one output's size (a loop
                 # of pullbacks compiles one backward pass per output, and compiling is most of a short run's cost)
                 multipliers = list(jax.vmap(pullback)(jnp.eye(n_out, dtype=out.dtype))[0])
                 contributions = tuple((a - b)[None] * m for a, b, m in zip(zx, zb, multipliers))
-                return contributions, tail(params, cx, *zb)
+                return contributions, reference
 
             contributions, references = jax.vmap(per_pair)(layer_values)
             means = tuple(c.mean(axis=0) for c in contributions)
