@@ -214,3 +214,52 @@ def test_captum_dropin_converts_once_and_again_after_an_edit(rows, monkeypatch):
         model.body[0].weight.mul_(2.0)
     again = dl.attribute(x, bg[:1], target=1, additional_forward_args=(scale,))
     assert len(calls) == 2 and not torch.allclose(again, first[0])
+
+
+class PaddedNet(torch.nn.Module):
+    """The mask (0 pads a row's last features) flows into the stem and beside it: Captum's semantics matter."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(4)
+        self.stem = torch.nn.Sequential(torch.nn.Linear(5, 6), torch.nn.ReLU())
+        self.head = torch.nn.Sequential(torch.nn.Linear(6, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+
+    def forward(self, x, mask):
+        return self.head(self.stem(x * mask) * mask.mean(1, keepdim=True))
+
+
+def test_rows_of_other_inputs_is_captums_additional_forward_args():
+    """Masks that differ per row (padded rows), given as rows_of_other_inputs: held at the row's own value on both
+    sides of each pair (the background's layer values computed under the row's mask), equal to Captum's
+    LayerDeepLiftShap with the mask as additional_forward_args, and complete."""
+    from captum.attr import LayerDeepLiftShap
+
+    g = torch.Generator().manual_seed(8)
+    x, bg = torch.randn(3, 5, generator=g), torch.randn(4, 5, generator=g)
+    mask = torch.ones(3, 5)
+    mask[1, -2:] = 0
+    mask[2, -1:] = 0
+    model = PaddedNet().eval()
+    explainer = xshap.LayerExplainer(model, model.stem, [bg, torch.ones(4, 5)])
+    result = explainer.explain([x], rows_of_other_inputs=[mask])
+    model_copy = copy.deepcopy(model)
+    theirs = LayerDeepLiftShap(model_copy, model_copy.stem)
+    for target in range(2):
+        b = theirs.attribute(x, bg, target=target, additional_forward_args=(mask,))
+        close(result.values[0][:, target], b.detach().numpy())
+    with torch.no_grad():
+        f = model(x, mask).numpy()
+        under_row = np.stack([model(bg, m.expand(4, -1)).mean(0).numpy() for m in mask])
+    close(result.outputs, f)
+    close(result.reference_outputs, under_row)  # the background under each row's own mask
+    totals = result.values[0].sum(axis=2)
+    close(totals, result.outputs - result.reference_outputs)  # complete
+    plain = explainer.explain([x, mask])  # the mask from X: the background's layer values under its own mask
+    assert np.abs(plain.values[0] - result.values[0]).max() > 1e-3
+    one_row = explainer.explain(x[1:2], rows_of_other_inputs=mask[1:2])
+    close(one_row.values[0], result.values[0][1:2])
+    with pytest.raises(InputError, match="X gives 2 and rows_of_other_inputs 1"):
+        explainer.explain([x, mask], rows_of_other_inputs=[mask])
+    with pytest.raises(InputError, match=r"rows_of_other_inputs\[0\] has shape \(2, 5\)"):
+        explainer.explain([x], rows_of_other_inputs=[mask[:2]])

@@ -370,7 +370,7 @@ class DeepLift:
             b_rows = [to_numpy(b.detach()) for b in baselines] + row_args
             output_shape = tuple(function.converted.output_shape) if neuron is None else (1,)
             mask = _target_mask(None if neuron is not None else target, output_shape, n).reshape(n, -1)
-            multipliers, zx, zb, fx, _, reference = program(x_rows, b_rows, mask)
+            multipliers, zx, zb, fx, reference = program(x_rows, b_rows, mask)
         if not x64:
             bad = _incomplete_pairs(multipliers, zx, zb, fx, reference, mask)
             if bad.any():

@@ -125,7 +125,7 @@ def crosscheck(
             notes.append(
                 f"{', '.join(sorted(failed))} raised: they take gradients of the model's inputs, and integer inputs (token "
                 "ids) have none; no culprit is listed for a reference that did not run. For a token model compare at "
-                "the embeddings with xshap.crosscheck_tokens (the model split at its input embeddings)"
+                "the embeddings with xshap.crosscheck_tokens (the model split at the embedding layer)"
             )
     comparisons = []
     float64_runs: dict = {}  # xshap's float64 recheck per rule set, shared by the references

@@ -2,19 +2,18 @@
 
 Neither reference takes integer ids: shap's DeepExplainer and Captum's DeepLiftShap (and Captum's own
 ``LayerDeepLiftShap`` on a BERT's embeddings) ask the ids for gradients and raise "only Tensors of floating point
-dtype can require gradients". So the model is split at its input embeddings: a Hugging Face model takes the
-embedding output itself as ``inputs_embeds``, and the references explain ``model(inputs_embeds=z,
-attention_mask=m)`` with z the embeddings of the ids and the background's embeddings as their background, the
-mask bound to the explained row's own (xshap holds it the same way). One reference run per row, since each row has
-its own mask. A model without ``inputs_embeds`` cannot be split that way: the exported graph is specialised to a
-batch of one row, so a module rebuilt from its tail could not take the references' batch of background rows; the
-report then says so and compares nothing.
+dtype can require gradients". So the model is split at the explained layer (``xshap.check.tails.LayerTail``): the
+references explain the user's own model run on the row's inputs with the layer's output replaced by their float
+input, the background's layer values (under the row's own mask) as their background. What is computed beside the
+layer (the attention mask, a padding mask computed from the ids, position ids) comes from the row's own inputs, as
+xshap holds it; any model and any layer returning one tensor, called once, can be split so, ``inputs_embeds`` or
+not. One reference run per row, since each row has its own held values. Before the references run, the split is
+checked against xshap: at the row's own layer value it must give xshap's f(x), at the background's its reference
+outputs; where it cannot be built or does not match, the report says why and compares nothing.
 """
 
 from __future__ import annotations
 
-import copy
-import inspect
 import time
 from collections.abc import Sequence
 
@@ -31,26 +30,6 @@ from xshap.explain.text import TokenExplainer
 _WRAPPERS = "model.model."  # MarkedModel around the keyword-inputs module around the user's model
 
 
-def _embeds_model(model, mask_row, output):
-    """``model(inputs_embeds=z, attention_mask=mask_row)`` as a module of z alone (the mask repeated per row)."""
-    import torch
-
-    from converters.split import pick_output
-
-    class FromEmbeddings(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.model = model
-            self.register_buffer("mask", torch.as_tensor(mask_row)[None], persistent=False)
-            self._cache = {"use_cache": False} if "use_cache" in inspect.signature(model.forward).parameters else {}
-
-        def forward(self, embeds):
-            mask = self.mask.expand(embeds.shape[0], -1)
-            return pick_output(self.model(inputs_embeds=embeds, attention_mask=mask, **self._cache), output)
-
-    return FromEmbeddings().eval()
-
-
 def crosscheck_tokens(
     model,
     background_ids,
@@ -63,12 +42,10 @@ def crosscheck_tokens(
     tokenizer=None,
     explainer: TokenExplainer | None = None,
 ) -> CrosscheckReport:
-    """xshap's ``TokenExplainer`` against shap's DeepExplainer and Captum's DeepLiftShap on the model split at its
-    input embeddings (module docstring); a ``CrosscheckReport`` with one verdict per row and output.
+    """xshap's ``TokenExplainer`` against shap's DeepExplainer and Captum's DeepLiftShap on the model split at the
+    explained layer (module docstring); a ``CrosscheckReport`` with one verdict per row and output.
 
     ``explainer``: a ``TokenExplainer`` of this model and background already built (its conversion is reused)."""
-    import torch
-
     start = time.perf_counter()
     if explainer is None:
         explainer = TokenExplainer(model, background_ids, background_mask, output=output, tokenizer=tokenizer)
@@ -86,34 +63,25 @@ def crosscheck_tokens(
     ours = Attribution(
         attribution.values, attribution.outputs, attribution.reference_outputs, attribution.gaps, attribution.tolerance
     )
+    from xshap.check.tails import TailError  # torch-only: loaded when a torch token model is checked
+
     comparisons = []
     function = explainer.explainer._functions[0]
-    embeds_layer = explainer.layer is model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else False
-    takes_embeds = "inputs_embeds" in inspect.signature(model.forward).parameters
-    if names and not (takes_embeds and embeds_layer):
-        notes.append(
-            "shap and Captum were not run: neither takes integer ids, and the model cannot be split at "
-            + ("this layer" if takes_embeds else "its embeddings")
-            + " for them ("
-            + (
-                "only the input embeddings can be fed back as inputs_embeds"
-                if takes_embeds
-                else "it takes no inputs_embeds, and the exported graph is specialised to one row, so a module "
-                "rebuilt from its tail could not take a batch of background rows"
+    wrapped = explainer.explainer._source[0]  # the user's model called with (ids, mask) by keyword
+    try:
+        tails, bg_values, x_values = _split(wrapped, explainer.layer, rows, explainer.background, output, attribution)
+    except TailError as error:
+        if names:
+            notes.append(
+                f"shap and Captum were not run: neither takes integer ids, and the model cannot be split at the layer "
+                f"for them: {error}"
             )
-            + ")"
-        )
-        names = []
-    embed = explainer.layer
-    with torch.no_grad():
-        bg_embeds = embed(torch.as_tensor(explainer.background[0])).detach().numpy()
-        x_embeds = embed(torch.as_tensor(rows[0])).detach().numpy()
+        names, tails, x_values = [], [], None
     for name in names:
         per_row = []
         error, elapsed = None, 0.0
-        for i in range(len(rows[0])):
-            tail = _embeds_model(copy.deepcopy(model), rows[1][i], output)
-            result: ReferenceResult = REFERENCES[name](tail, [bg_embeds], [x_embeds[i : i + 1]], explainer.n_outputs)
+        for i, tail in enumerate(tails):
+            result: ReferenceResult = REFERENCES[name](tail, [bg_values[i]], [x_values[i : i + 1]], explainer.n_outputs)
             elapsed += result.seconds
             if result.error is not None:
                 error = result.error
@@ -141,5 +109,36 @@ def crosscheck_tokens(
         n_background=len(explainer.background[0]),
         xshap_seconds=seconds,
         notes=notes,
-        data=[x_embeds],
+        data=[x_values] if x_values is not None else [],
     )
+
+
+def _split(model, layer, rows, background, output, attribution):
+    """One ``LayerTail`` per row, the background's and the rows' layer values (numpy), after checking that each
+    tail gives xshap's f(x) at the row's layer value and xshap's reference output at the background's."""
+    import torch
+
+    from xshap.check.tails import LayerTail, TailError, layer_values
+    from xshap.explain.layers import _aliases
+
+    modules = list({id(m): m for m in (model.get_submodule(p) for p in _aliases(model, layer))}.values())
+    x_values = layer_values(model, modules, rows)
+    n_background = len(background[0])
+    tails, bg_values = [], []
+    for i in range(len(rows[0])):  # the background under the row's own mask, as xshap computes it
+        bg_values.append(layer_values(model, modules, (background[0], np.repeat(rows[1][i : i + 1], n_background, 0))))
+        tail = LayerTail(model, modules, tuple(r[i : i + 1] for r in rows), output).eval()
+        with torch.no_grad():
+            f = tail(x_values[i : i + 1]).reshape(-1).double().numpy()
+            reference = tail(bg_values[i]).reshape(n_background, -1).double().mean(0).numpy()
+        for what, theirs, ours in (("f(x)", f, attribution.outputs[i]), ("the reference", reference,
+                                   attribution.reference_outputs[i])):  # fmt: skip
+            scale = np.abs(ours).max()
+            if theirs.shape != ours.shape or not np.abs(theirs - ours).max() <= 1e-4 * scale:
+                raise TailError(
+                    f"the model run with the layer's output replaced gives {what} = {np.round(theirs, 6).tolist()} for "
+                    f"row {i}, xshap's split {np.round(ours, 6).tolist()}: the model's output depends on more than the "
+                    "layer's value and the row's own inputs (batch statistics, randomness, state kept between calls?)"
+                )
+        tails.append(tail)
+    return tails, [b.numpy() for b in bg_values], x_values.numpy()

@@ -91,8 +91,12 @@ class DeepLift:
         rs: Sequence[jax.Array],
         record: dict | None = None,
         references: Mapping[int, jax.Array] | None = None,
+        with_reference: bool = False,
     ) -> jax.Array:
         """The function's value at the inputs ``xs``, differentiable into DeepLIFT multipliers w.r.t. ``xs``.
+
+        ``with_reference``: return ``(value at xs, value at rs)``, the reference half that the pairs computed anyway
+        (for ``jax.vjp(..., has_aux=True)``: no second forward pass of the reference is needed).
 
         ``record``: if given, filled with every input-dependent value as value id -> Paired (for diagnosis).
         ``references``: the reference half of every such value, from ``reference_values(params, rs)``; given,
@@ -137,8 +141,9 @@ class DeepLift:
             record.update((k, v) for k, v in env.items() if isinstance(v, Paired))
         (result,) = [_value(env, a) for a in program.outputs]
         if isinstance(result, Paired):
-            return result.x
-        return jnp.asarray(result)  # does not depend on the inputs: zero multipliers
+            return (result.x, result.r) if with_reference else result.x
+        result = jnp.asarray(result)  # does not depend on the inputs: zero multipliers
+        return (result, result) if with_reference else result
 
     def reference_values(self, params, rs: Sequence[jax.Array]) -> dict[int, jax.Array]:
         """The reference half of the input-dependent values that a rule reads (``reference_reads``) and of the

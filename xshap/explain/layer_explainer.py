@@ -127,26 +127,58 @@ class LayerExplainer:
                 "the model changed after xshap converted it: " + "; ".join(changed) + ". Build a new explainer"
             )
 
-    def explain(self, X, *, check_additivity: bool = True):
-        """The layer attributions of the rows of ``X`` (a list of ``LayerAttribution`` for ``call="each"``)."""
+    def explain(self, X, *, rows_of_other_inputs=None, check_additivity: bool = True):
+        """The layer attributions of the rows of ``X`` (a list of ``LayerAttribution`` for ``call="each"``).
+
+        ``rows_of_other_inputs``: the model's last inputs (an array or a list, one row per row of ``X`` or one row
+        for all), held at the explained row's own value on both sides of every pair, as Captum holds
+        ``additional_forward_args``: ``X`` is then the model's first inputs. Without it every input comes from
+        ``X``; what does not flow through the layer is held at the row's value either way, so the two differ only
+        where an other input flows into the layer (the background's layer values are computed under the row's
+        own other inputs with it, under the background's own without)."""
         arrays, several = as_input_list(X)
+        n_other = 0
+        if rows_of_other_inputs is not None:
+            arrays, n_other = self._with_other_inputs(arrays, rows_of_other_inputs)
+            several = True
         if several != self.multi_input:
             raise InputError(f"the explainer was built with {'several inputs' if self.multi_input else 'one input'}")
         check_inputs(arrays, self._given)
         arrays = cast_floats(arrays, self._dtype)
         self._check_unchanged()
         with precision(self._x64):
-            results = [part.explain(arrays, self.batch_size) for part in self._parts]
+            results = [part.explain(arrays, self.batch_size, n_other) for part in self._parts]
         for k, result in enumerate(results):
             result.call = self._functions[k].call
-            self._settle(result, arrays, k, check_additivity)
+            self._settle(result, arrays, k, check_additivity, n_other)
         if self.call == EACH:
             return results
         if self.call == SUM:
             return _summed(results)
         return results[0]
 
-    def _settle(self, result: LayerAttribution, arrays, part: int, check_additivity: bool) -> None:
+    def _with_other_inputs(self, arrays: list[np.ndarray], others) -> tuple[list[np.ndarray], int]:
+        """``X`` and ``rows_of_other_inputs`` as the model's inputs (one row of the others repeated for all)."""
+        others, _ = as_input_list(others)
+        total = len(self._given)
+        if not others or len(arrays) + len(others) != total:
+            raise InputError(
+                f"the model takes {total} input(s) (as the background has): X gives {len(arrays)} and "
+                f"rows_of_other_inputs {len(others)}"
+            )
+        n = arrays[0].shape[0] if arrays[0].ndim else 0
+        rows = []
+        for i, other in enumerate(others):
+            if other.ndim and other.shape[0] == 1 and n > 1:
+                other = np.repeat(other, n, axis=0)
+            if not other.ndim or other.shape[0] != n:
+                raise InputError(
+                    f"rows_of_other_inputs[{i}] has shape {other.shape}: it needs one row per row of X ({n}) or one row"
+                )
+            rows.append(other)
+        return arrays + rows, len(others)
+
+    def _settle(self, result: LayerAttribution, arrays, part: int, check_additivity: bool, n_other: int = 0) -> None:
         """Rows that miss float32's tolerance: recomputed by the float64 twin; float64 rows that miss raise."""
         result.recomputed = np.zeros(len(result.outputs), dtype=bool)
         if not np.all(np.isfinite(result.outputs)):
@@ -158,7 +190,9 @@ class LayerExplainer:
             twin = self._float64_twin()
             rows = np.flatnonzero(bad)
             high = twin._parts[part].explain(
-                [a[rows].astype(np.float64) if a.dtype.kind == "f" else a[rows] for a in arrays], self.batch_size
+                [a[rows].astype(np.float64) if a.dtype.kind == "f" else a[rows] for a in arrays],
+                self.batch_size,
+                n_other,
             )
             for mine, theirs in zip(result.values, high.values):
                 mine[rows] = theirs.astype(mine.dtype)
@@ -247,6 +281,7 @@ class _Part:
             if not jnp.issubdtype(v.dtype, jnp.floating):
                 raise InputError(f"the layer's value has dtype {v.dtype}: explain a layer with a float value")
         self.background_values = tuple(values)
+        self._background = tuple(jnp.asarray(b) for b in background)
         tail_rows = jit(jax.vmap(function.tail, in_axes=(None, 0) + (0,) * len(values)))
         bg_out = np.asarray(tail_rows(params, held, *values))
         if not np.all(np.isfinite(bg_out)):
@@ -261,21 +296,32 @@ class _Part:
         self._chunk = jit(self._explain_chunk)
         self._value_bytes = sum(v.size * v.itemsize for v in example_values)
 
-    def _explain_chunk(self, params, x_rows: tuple, background_values: tuple):
+    def _explain_chunk(self, params, x_rows: tuple, background_values: tuple, background_inputs: tuple = ()):
+        """``background_inputs``: the background's first inputs, when the row's own last inputs replace the
+        background's (``rows_of_other_inputs``): its layer values are then computed per row."""
         head, tail, deeplift, n_out = self.function.head, self.function.tail, self.deeplift, self.n_outputs
 
         def per_row(x):
             zx, cx = head(params, *x)
+            if background_inputs:
+                own = x[len(background_inputs) :]
+                layer_values = jax.vmap(lambda *b: tuple(head(params, *b, *own)[0]))(*background_inputs)
+            else:
+                layer_values = background_values
 
             def per_pair(zb):
-                out, pullback = jax.vjp(lambda z: deeplift.paired((params, cx), z, zb), tuple(zx))
+                # the reference output tail(zb, held(x)) is the reference half DeepLIFT computes with the pair (no
+                # forward pass of its own in the program); f(x) below is the plain forward, once per row
+                out, pullback, reference = jax.vjp(
+                    lambda z: deeplift.paired((params, cx), z, zb, with_reference=True), tuple(zx), has_aux=True
+                )
                 # one pullback vmapped over the outputs' one-hot cotangents: a program one output's size (a loop
                 # of pullbacks compiles one backward pass per output, and compiling is most of a short run's cost)
                 multipliers = list(jax.vmap(pullback)(jnp.eye(n_out, dtype=out.dtype))[0])
                 contributions = tuple((a - b)[None] * m for a, b, m in zip(zx, zb, multipliers))
-                return contributions, tail(params, cx, *zb)
+                return contributions, reference
 
-            contributions, references = jax.vmap(per_pair)(background_values)
+            contributions, references = jax.vmap(per_pair)(layer_values)
             means = tuple(c.mean(axis=0) for c in contributions)
             mass = sum(jnp.abs(m).reshape(n_out, -1).sum(axis=1) for m in means)
             return means, tail(params, cx, *zx), references.mean(axis=0), mass
@@ -289,8 +335,10 @@ class _Part:
         rows = int(max(1, min(256, (1 << 28) // per_row)))
         return 1 << (rows.bit_length() - 1)
 
-    def explain(self, arrays: list[np.ndarray], batch_size: int | None) -> LayerAttribution:
+    def explain(self, arrays: list[np.ndarray], batch_size: int | None, n_other: int = 0) -> LayerAttribution:
+        """``n_other``: the last inputs are the rows' own on both sides of each pair (``rows_of_other_inputs``)."""
         n = arrays[0].shape[0]
+        background_inputs = self._background[: len(self._background) - n_other] if n_other else ()
         size = self.chunk_rows(batch_size)
         parts = []
         for start in range(0, n, size):
@@ -299,7 +347,7 @@ class _Part:
             padded = size if n > size else 1 << max(0, (rows - 1).bit_length())
             if padded > rows:
                 chunk = [np.concatenate([c, np.repeat(c[:1], padded - rows, axis=0)]) for c in chunk]
-            result = self._chunk(self.function.params, tuple(chunk), self.background_values)
+            result = self._chunk(self.function.params, tuple(chunk), self.background_values, background_inputs)
             parts.append(jax.tree_util.tree_map(lambda a, r=rows: np.asarray(a)[:r], result))
         means = [np.concatenate([p[0][i] for p in parts]) for i in range(len(parts[0][0]))]
         outputs, references, mass = (np.concatenate([p[k] for p in parts]) for k in (1, 2, 3))

@@ -101,7 +101,7 @@ def torch_layer_functions(
         raise InputError(str(error)) from None
     module = inner.get_submodule(relative)
     aliases = [relative] + [p for p in _aliases(inner, module) if p != relative]
-    marked = MarkedModel(model, module, output)
+    marked = MarkedModel(model, module, output).train(model.training)
     converted = converters.from_torch(marked, tuple(to_torch(e[:4]) for e in examples), output="0", decompose=decompose)
     paths = ["model." + prefix + p for p in aliases]
     program = converted.capture.program
@@ -235,6 +235,9 @@ def neuron_function(layer_function: LayerFunction, selector, n_explained: int | 
 
 
 def example_shapes(function: LayerFunction, rows: list[np.ndarray]):
-    """The (values, held) of one example row, as arrays (what the DeepLIFT program is traced for)."""
-    values, held = function.head(function.params, *(jnp.asarray(r[0]) for r in rows))
-    return [np.asarray(v) for v in values], [np.asarray(h) for h in held]
+    """The (values, held) of one example row as ``jax.ShapeDtypeStruct``s (what the DeepLIFT program is traced
+    for): evaluated abstractly, so nothing is compiled or run for them."""
+    import jax
+
+    values, held = jax.eval_shape(lambda *r: function.head(function.params, *r), *(jnp.asarray(r[0]) for r in rows))
+    return list(values), list(held)

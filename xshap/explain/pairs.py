@@ -4,8 +4,9 @@ Each pair p has model input rows x_p and baseline rows b_p (held inputs included
 ``additional_forward_args`` for the baseline) and a cotangent c_p over the flattened output row (one-hot for a
 target, ones for none: Captum then differentiates the sum of the outputs). For each pair the program returns the
 multipliers m_p = d(c_p . tail)/d values at (values(x_p), values(b_p)) with the held values of x_p, the values at
-both ends, f(x_p), f(b_p) and the reference output tail(values(b_p), held(x_p)) that the attributions add up to
-against (``xshap.explain.layers``). The number of pairs is padded to a power of two, so a loop of calls of varying sizes
+both ends, f(x_p) and the reference output tail(values(b_p), held(x_p)) that the attributions add up to against
+(``xshap.explain.layers``), the latter the reference half DeepLIFT computes with the pair (no forward pass of its
+own; Captum's delta is measured against the torch model's forward). The number of pairs is padded to a power of two, so a loop of calls of varying sizes
 compiles a few programs, not one per call.
 """
 
@@ -35,19 +36,20 @@ class PairProgram:
     def _pairs(self, params, x_rows: tuple, b_rows: tuple, cotangents):
         head, deeplift = self.function.head, self.deeplift
 
-        tail = self.function.tail
-
         def one(x, b, cotangent):
             zx, cx = head(params, *x)
-            zb, cb = head(params, *b)
-            out, pullback = jax.vjp(lambda z: deeplift.paired((params, cx), z, zb), tuple(zx))
+            zb, _ = head(params, *b)
+            # the reference output tail(values(b), held(x)) is the pair's own reference half: no extra forward pass
+            out, pullback, reference = jax.vjp(
+                lambda z: deeplift.paired((params, cx), z, zb, with_reference=True), tuple(zx), has_aux=True
+            )
             (multipliers,) = pullback(cotangent.astype(out.dtype))
-            return multipliers, tuple(zx), tuple(zb), out, tail(params, cb, *zb), tail(params, cx, *zb)
+            return multipliers, tuple(zx), tuple(zb), out, reference
 
         return jax.vmap(one)(x_rows, b_rows, cotangents)
 
     def __call__(self, x_rows: list[np.ndarray], b_rows: list[np.ndarray], cotangents: np.ndarray):
-        """(multipliers, values at x, values at b, f(x), f(b), reference outputs) for every pair, numpy arrays with
+        """(multipliers, values at x, values at b, f(x), reference outputs) for every pair, numpy arrays with
         the pairs first (the outputs flattened per row)."""
         n = len(cotangents)
         padded = 1 << max(0, (n - 1).bit_length())
@@ -61,5 +63,6 @@ class PairProgram:
             tuple(b_rows),
             cotangents,
         )
-        multipliers, zx, zb, fx, fb, reference = jax.tree_util.tree_map(lambda a: np.array(a[:n]), result)
-        return list(multipliers), list(zx), list(zb), fx, fb, reference
+        # sliced as numpy arrays: a slice of a jax array would compile a program of its own per shape
+        multipliers, zx, zb, fx, reference = jax.tree_util.tree_map(lambda a: np.array(np.asarray(a)[:n]), result)
+        return list(multipliers), list(zx), list(zb), fx, reference

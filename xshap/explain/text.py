@@ -1,9 +1,11 @@
 """Token models the way researchers explain them: token ids in, one score per token at the embedding output.
 
 ``TokenExplainer(model, background_ids)`` takes a Hugging Face model (or any torch module called as
-``model(input_ids=..., attention_mask=...)``) and explains its output at ``model.get_input_embeddings()`` (or
+``model(input_ids=..., attention_mask=...)``, or a module of the ids alone that reads its padding from them) and explains its output at ``model.get_input_embeddings()`` (or
 another layer): DeepSHAP values per token and embedding dimension, with the attention mask, the position ids and
-everything else computed beside the layer held at the explained row's own value (``xshap.explain.layer_explainer``).
+everything else computed beside the layer held at the explained row's own value (``xshap.explain.layer_explainer``);
+the mask is the row's own on both sides of each pair (``rows_of_other_inputs``, Captum's ``additional_forward_args``),
+so a layer the mask flows into (an encoder layer) takes the background's values under the row's mask.
 A row's scores add up to f(x) minus the background's mean at the row's own mask; rows with the background's mask
 (unpadded rows against an unpadded background) add up to f(x) - E f exactly.
 """
@@ -22,21 +24,32 @@ from xshap.explain.layer_explainer import LayerAttribution, LayerExplainer
 def _keyword_model(model, names: tuple[str, ...]):
     """``model`` called with its token inputs by keyword (torch.export passes inputs by position, and a Hugging
     Face forward's second parameter is not always the mask), with ``use_cache=False`` where it takes one (a cache
-    object in the output is nothing to explain)."""
+    object in the output is nothing to explain). A forward without an ``input_ids`` parameter gets the ids as its
+    first argument; one without an ``attention_mask`` parameter (a model that computes its padding mask from the
+    ids) does not get the mask (``takes_mask`` is False then)."""
     import torch
+
+    parameters = inspect.signature(model.forward).parameters
+    any_keyword = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
 
     class KeywordInputs(torch.nn.Module):
         def __init__(self):
             super().__init__()
             self.model = model
-            parameters = inspect.signature(model.forward).parameters
             self._fixed = {"use_cache": False} if "use_cache" in parameters else {}
             self._names = names
+            self.takes = {name: any_keyword or name in parameters for name in names}
 
         def forward(self, *tensors):
-            return self.model(**dict(zip(self._names, tensors)), **self._fixed)
+            args, keywords = [], dict(self._fixed)
+            for name, tensor in zip(self._names, tensors):
+                if self.takes[name]:
+                    keywords[name] = tensor
+                elif name == "input_ids":
+                    args.append(tensor)
+            return self.model(*args, **keywords)
 
-    return KeywordInputs()
+    return KeywordInputs().train(model.training)
 
 
 class TokenExplainer:
@@ -74,6 +87,8 @@ class TokenExplainer:
             layer = model.get_submodule(layer)
         self.layer = layer
         wrapped = _keyword_model(model, ("input_ids", "attention_mask"))
+        self.takes_mask = wrapped.takes["attention_mask"]
+        self._refuse_mask(mask, "background_mask")
         self._mask_dtype = mask.dtype
         self.explainer = LayerExplainer(wrapped, layer, [ids, mask], output=output, batch_size=batch_size)
         self.expected_value = self.explainer.expected_value
@@ -85,11 +100,20 @@ class TokenExplainer:
         if ids.ndim == 1:
             ids = ids[None]
         mask = np.ones_like(ids) if mask is None else to_numpy(mask).reshape(ids.shape)
+        self._refuse_mask(mask, "mask")
         return [ids.astype(self.background[0].dtype), mask.astype(self._mask_dtype)]
+
+    def _refuse_mask(self, mask: np.ndarray, name: str) -> None:
+        if not self.takes_mask and not np.all(mask == 1):
+            raise InputError(
+                f"{name} has zeros, but the model's forward takes no attention_mask (it would be ignored): pass the "
+                "padding in the ids, as the model reads it"
+            )
 
     def explain(self, ids, mask=None, *, check_additivity: bool = True) -> LayerAttribution:
         """The attributions per token and embedding dimension: values[0] is (N, n_outputs, L, D)."""
-        return self.explainer.explain(self._rows(ids, mask), check_additivity=check_additivity)
+        ids, mask = self._rows(ids, mask)
+        return self.explainer.explain([ids], rows_of_other_inputs=[mask], check_additivity=check_additivity)
 
     def token_values(self, ids, mask=None) -> np.ndarray:
         """One score per token and output, (N, L, n_outputs): the attributions summed over the embedding."""
@@ -103,7 +127,7 @@ class TokenExplainer:
         from xshap.explain.interop import to_token_explanation
 
         rows = self._rows(ids, mask)
-        attribution = self.explainer.explain(rows)
+        attribution = self.explainer.explain([rows[0]], rows_of_other_inputs=[rows[1]])
         values = attribution.values[0]
         scores = np.moveaxis(values.reshape(*values.shape[:3], -1).sum(axis=3), 1, -1)
         words = self._tokens(rows[0], tokens)
