@@ -192,3 +192,26 @@ def test_a_class_defined_again_is_another_model(conversions):
     after = _explain(model, background, X)
     assert len(conversions) == 2
     _check_against_forward(model, after, X)
+
+
+def test_captum_drop_in_does_not_share_a_program_of_a_model_edited_since(conversions):
+    """xshap.captum shares programs across objects of equal models; the model a shared program was built from is
+    then edited in place, and an object of an equal (unedited) model gets a program of its own, complete against
+    its own forward."""
+    from xshap import captum as drop_in
+
+    drop_in.clear_cache()
+    background, X = (torch.from_numpy(a) for a in _rows())
+    first = _net()
+    drop_in.DeepLiftShap(first).attribute(X, baselines=background, target=0)
+    with torch.no_grad():
+        first.body[0].weight.mul_(-3.0)
+    second = _net()  # the content the shared program was built for
+    attributions, delta = drop_in.DeepLiftShap(second).attribute(
+        X, baselines=background, target=0, return_convergence_delta=True
+    )
+    with torch.no_grad():
+        gap = attributions.sum(1) - (second(X)[:, 0] - second(background)[:, 0].mean())
+    assert float(gap.abs().max()) < 1e-4, gap
+    assert float(delta.abs().max()) < 1e-4, delta
+    drop_in.clear_cache()

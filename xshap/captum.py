@@ -25,7 +25,9 @@ from __future__ import annotations
 import copy
 import functools
 import inspect
+import weakref
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -262,8 +264,27 @@ class _Cached:
                 return self._programs[key]
             if self._content is None:
                 self._content = content(self._fingerprint, self.model)
-            self._programs[key] = _SHARED.get((self._content, key), build)
+            origin, state = weakref.ref(self.model), self._fingerprint
+            shared = _SHARED.get(
+                (self._content, key), lambda: _SharedEntry(build(), origin, state), still_valid=_SharedEntry.still_valid
+            )
+            self._programs[key] = shared.entry
         return self._programs[key]
+
+
+@dataclass(frozen=True)
+class _SharedEntry:
+    """A program shared across objects, with the model it was built from and that model's fingerprint then: a
+    program may refer to its model's own tensors (a float64 copy, the exported graph), so once that model is
+    edited in place the entry is refused for every other object and built again."""
+
+    entry: object
+    origin: weakref.ref
+    state: object
+
+    def still_valid(self) -> bool:
+        model = self.origin()
+        return model is None or fingerprints.torch_fingerprint(model) == self.state
 
 
 class DeepLift:
