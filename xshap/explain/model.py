@@ -207,15 +207,7 @@ def wrap_model(model, background: list[np.ndarray], output: str | int | None = N
         import converters
 
         converted = converters.from_exported(model, _examples(background), output=output)
-        return ExplainedModel(
-            _row_function(converted),
-            converted.params,
-            converted,
-            model,
-            source=model,
-            output=output,
-            _fingerprint=lambda: fingerprints.program_fingerprint(model),
-        )
+        return _converted_model(converted, model, output, lambda: fingerprints.program_fingerprint(model))
     if callable(model):
         check_jax_rows_independent(model, background, output)
         return ExplainedModel(
@@ -329,19 +321,28 @@ def _wrap_torch(model, background: list[np.ndarray], output) -> ExplainedModel:
         size=Conversion.nbytes,
     )
     converted = entry.converted
-    explained = ExplainedModel(
+    explained = _converted_model(
+        converted, model, output, lambda: fingerprints.torch_fingerprint(model), programs=entry.programs
+    )
+    if explained._state != before:  # the model changed while it was converted (its forward edits it): not kept
+        CONVERSIONS.discard(key)
+    return explained
+
+
+def _converted_model(converted, model, output, fingerprint: Callable, programs: dict | None = None) -> ExplainedModel:
+    """The ExplainedModel of a converted torch module or exported program; ``fingerprint`` reads the model's state
+    now (``check_unchanged`` compares it with the state at conversion)."""
+    extra = {} if programs is None else {"programs": programs}
+    return ExplainedModel(
         _row_function(converted),
         converted.params,
         converted,
         model,
         source=model,
         output=output,
-        _fingerprint=lambda: fingerprints.torch_fingerprint(model),
-        programs=entry.programs,
+        _fingerprint=fingerprint,
+        **extra,
     )
-    if explained._state != before:  # the model changed while it was converted (its forward edits it): not kept
-        CONVERSIONS.discard(key)
-    return explained
 
 
 def _row_function(converted) -> Callable:
