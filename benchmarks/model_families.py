@@ -72,8 +72,8 @@ HF_MODELS = ("bert", "distilbert", "roberta", "gpt2", "t5", "llama", "mistral", 
 
 
 # -- the child: one model ---------------------------------------------------------------------------------------
-def _emit(kind: str, **fields) -> None:
-    fields["event"] = kind
+def _emit(event: str, **fields) -> None:
+    fields["event"] = event
     sys.stdout.write(EVENT + json.dumps(fields) + "\n")
     sys.stdout.flush()
 
