@@ -358,7 +358,7 @@ def run_batch(family: str, names: list[str], timeout: float, threads: int, conve
                         row["wall_s"] = time.perf_counter() - started
                         pending.remove(row["model"])
                         yield _finish(row, convert_only)
-                        row = None
+                        row, started = None, time.perf_counter()
                     elif row is not None:
                         row.setdefault("events", []).append(kind)
                         row.update(event)
@@ -367,6 +367,8 @@ def run_batch(family: str, names: list[str], timeout: float, threads: int, conve
                 if time.perf_counter() - started > timeout:
                     os.killpg(process.pid, signal.SIGKILL)  # the child's own session: it and what it started
                     process.wait()
+                    if not pending:  # every model done, the child slow to exit
+                        break
                     row = row or {"family": family, "model": pending[0]}
                     stage = (row.get("events") or ["start"])[-1]
                     row.update(error=f"over the {timeout:.0f} s limit (last stage reached: {stage})", timeout=True)
