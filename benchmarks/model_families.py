@@ -233,7 +233,7 @@ def run_hf(name: str) -> None:
         start = time.perf_counter()
         result = explainer.explain(X)
     else:
-        sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
+        sys.path.append(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
         import test_hf_tokens as hf  # the tiny configs of the tests (nothing downloaded)
 
         model = hf.build(name).eval()
@@ -263,6 +263,8 @@ def child(spec: str) -> int:
 
     import torch
 
+    from converters import UnsupportedOperatorError
+
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     family, names = spec.split(":", 1)
     failed = 0
@@ -274,8 +276,6 @@ def child(spec: str) -> int:
             else:
                 run_image(family, name)
         except BaseException as error:  # noqa: BLE001  (recorded, the sweep goes on)
-            from converters import UnsupportedOperatorError
-
             fields = {"error": _first_line(error), "kind": type(error).__name__}
             if isinstance(error, UnsupportedOperatorError):
                 fields["unknown_ops"] = _unknown_ops(error)
