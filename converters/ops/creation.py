@@ -48,6 +48,12 @@ def zeros_like(x, *, dtype=None, **_):
     return jnp.zeros_like(x, dtype=to_jax_dtype(dtype))
 
 
+@register("aten.zero")
+def zero(x):
+    """``x.zero_()`` once functionalised (torchvision's Swin V2 zeroes the key third of its qkv bias this way)."""
+    return jnp.zeros_like(x)
+
+
 @register("aten.to.dtype", "aten._to_copy", "aten.to.dtype_layout")
 def to_dtype(x, dtype=None, *args, **kwargs):
     dtype = kwargs.get("dtype", dtype)
