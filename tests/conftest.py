@@ -84,3 +84,28 @@ settings.register_profile(
     "thorough", max_examples=1000, deadline=None, print_blob=True, suppress_health_check=_SLOW_EXAMPLES
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+@pytest.fixture(autouse=True)
+def _programs_built_from_patched_code_stay_in_their_test(request):
+    """xshap keeps conversions and compiled programs by model content (``xshap.explain.model.CONVERSIONS``,
+    ``xshap.captum``'s shared programs), not by the code that built them. A test that monkeypatches a rule or an
+    op converter must neither get programs built before its patch nor leave ones built under it: for such tests
+    the caches are emptied before and after."""
+    patched = "monkeypatch" in request.fixturenames
+    if patched:
+        _clear_program_caches()
+    yield
+    if patched:
+        _clear_program_caches()
+
+
+def _clear_program_caches() -> None:
+    import sys
+
+    model = sys.modules.get("xshap.explain.model")
+    if model is not None:
+        model.CONVERSIONS.clear()
+    drop_in = sys.modules.get("xshap.captum")
+    if drop_in is not None:
+        drop_in.clear_cache()

@@ -14,8 +14,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from converters.arrays import to_device
-
 
 @dataclass(frozen=True)
 class LocalGap:
@@ -44,7 +42,9 @@ def local_gaps(deeplift, params, x_rows: list, background: list, rtol: float = 1
         scales = {k: jnp.max(jnp.abs(x_half[k] - r_half[k]), initial=0.0) for k in x_half}
         return gaps, scales
 
-    gaps, scales = jax.jit(jax.vmap(one_pair))(tuple(to_device(b) for b in background))  # one program, not one per op
+    gaps, scales = jax.jit(jax.vmap(one_pair))(
+        tuple(jax.device_put(np.asarray(b)) for b in background)
+    )  # one program, not one per op
     found = []
     for key in sorted(gaps, key=lambda k: deeplift.program.eqns.index(producer[k]) if k in producer else -1):
         gap, scale = float(np.max(gaps[key])), float(np.max(scales[key]))
@@ -94,7 +94,7 @@ def first_nonfinite_multiplier(deeplift, params, x_rows: list, background: list)
         values, tangents = jax.jvp(halves, (x,), (tuple(a - r for a, r in zip(x, r_rows)),))
         return {k: jnp.all(jnp.isfinite(values[k])) & ~jnp.all(jnp.isfinite(tangents[k])) for k in values}
 
-    broken = jax.jit(jax.vmap(one_pair))(tuple(to_device(b) for b in background))
+    broken = jax.jit(jax.vmap(one_pair))(tuple(jax.device_put(np.asarray(b)) for b in background))
     for eqn in deeplift.program.eqns:
         if any(bool(np.any(broken[o])) for o in eqn.outputs if o in broken):
             return NonFiniteValue(eqn.scope, eqn.name, "multiplier")
