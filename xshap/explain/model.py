@@ -254,10 +254,10 @@ def _torch_behaviour(model, examples) -> list:
     """torch's own outputs on the example rows (every tensor the forward returns), as float64 numpy arrays."""
     import torch
 
-    from converters.export import eval_mode
+    from converters.export import CAPTURE_LOCK, eval_mode
 
-    try:
-        with torch.no_grad(), eval_mode(model, warn=False):
+    try:  # under the conversion's lock: eval_mode sets and restores the modes, which threads must not interleave
+        with CAPTURE_LOCK, torch.no_grad(), eval_mode(model, warn=False):
             out = model(*examples)
     except Exception:  # noqa: BLE001 - it ran when it was converted; now it does not: never the same model
         return [None]
