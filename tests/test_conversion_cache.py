@@ -139,25 +139,27 @@ def _activation(x):
     return _ACTIVATION["fn"](x)
 
 
-def _helper_net_class():
-    class HelperNet(torch.nn.Module):
+def _seeded_net(activation):
+    """A new ``Net`` class (as a notebook cell that defines it makes one) whose forward calls ``activation``, and an
+    instance of it with the weights of seed 0."""
+
+    class Net(torch.nn.Module):
         def __init__(self):
             super().__init__()
             self.a, self.b = torch.nn.Linear(5, 8), torch.nn.Linear(8, 3)
 
         def forward(self, x):
-            return self.b(_activation(self.a(x)))
+            return self.b(activation(self.a(x)))
 
-    return HelperNet
+    torch.manual_seed(0)
+    return Net().eval()
 
 
 def test_code_the_content_key_cannot_see_is_caught_by_the_models_own_outputs(conversions, monkeypatch):
     """A helper function the forward calls is changed (relu -> tanh): weights, submodules, attributes and class are
     the same, so the content key is; the cached entry's outputs on the example rows are not the model's any more,
     and the model is converted again."""
-    net = _helper_net_class()
-    torch.manual_seed(0)
-    model = net().eval()
+    model = _seeded_net(_activation)
     background, X = _rows()
     before = _explain(model, background, X)
     monkeypatch.setitem(_ACTIVATION, "fn", torch.tanh)
@@ -172,23 +174,11 @@ def test_a_class_defined_again_is_another_model(conversions):
     key holds the class object itself, so the new class is never taken for the old one (even at a reused id)."""
     background, X = _rows()
 
-    def define(activation):
-        class Net(torch.nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.a, self.b = torch.nn.Linear(5, 8), torch.nn.Linear(8, 3)
-
-            def forward(self, x):
-                return self.b(activation(self.a(x)))
-
-        torch.manual_seed(0)
-        return Net().eval()
-
-    _explain(define(torch.relu), background, X)
+    _explain(_seeded_net(torch.relu), background, X)
     import gc
 
     gc.collect()  # the first class may go: its id may be reused by the next
-    model = define(torch.sigmoid)
+    model = _seeded_net(torch.sigmoid)
     after = _explain(model, background, X)
     assert len(conversions) == 2
     _check_against_forward(model, after, X)

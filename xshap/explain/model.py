@@ -270,20 +270,13 @@ def _torch_behaviour(model, examples) -> list:
 
 
 def _same_outputs(now: list, then: list, rtol: float = 1e-6) -> bool:
+    """The same outputs, to ``rtol`` of their scale (``converters.validate.relative_difference``: integers and
+    non-finite entries exactly)."""
+    from converters.validate import relative_difference
+
     if len(now) != len(then) or any(a is None or b is None for a, b in zip(now, then)):
         return False
-    for a, b in zip(now, then):
-        if a.shape != b.shape or a.dtype != b.dtype:
-            return False
-        if a.dtype.kind == "f":
-            scale = max(float(np.max(np.abs(b), initial=0.0)), 1e-30)
-            if not np.array_equal(np.isfinite(a), np.isfinite(b)) or np.any(
-                np.abs(a - b)[np.isfinite(b)] > rtol * scale
-            ):
-                return False
-        elif not np.array_equal(a, b):
-            return False
-    return True
+    return all(a.dtype == b.dtype and relative_difference(a, b) <= rtol for a, b in zip(now, then))
 
 
 def _program_digests(converted) -> dict:
