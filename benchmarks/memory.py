@@ -44,6 +44,7 @@ CHILD = textwrap.dedent(
     background = rng.normal(size=(32, features)).astype(np.float32)
     X = rng.normal(size=(rows, features)).astype(np.float32)
     explainer = xshap.DeepExplainer(model, background, max_memory=budget, progress=False)
+    explainer.explain(X[: min(rows, explainer.chunk_rows())])  # compiles a chunk: sizes chunks by XLA's count
     chunk = explainer.chunk_rows()
     explainer.explain(X[: min(rows, chunk)])  # compiles the chunk every call of explain(X) uses
     if rows > chunk:

@@ -223,6 +223,7 @@ class DeepExplainer:
         programs = self.model.programs.get(key)
         if programs is None:
             programs = self.model.programs[key] = _Programs(deeplift, self.model.fn, self._vmap, results)
+        self._programs = programs
         self._chunk, self._forward, self._reference_jit = programs.chunk, programs.forward, programs.references
         self._pair_bytes = self._bytes_per_pair()
         self._references = self._reference_values()
@@ -259,10 +260,50 @@ class DeepExplainer:
         """Explained rows per compiled chunk."""
         if self.batch_size is not None:
             return self.sharding.round_up(max(1, int(self.batch_size)))
-        per_row = max(1, self._pair_bytes * len(self._background_np[0]) * self.n_outputs * 3)
+        per_row = max(1, self._pair_bytes * len(self._background_np[0]) * self._values_per_pair())
+        measured = self._programs.bytes_per_row
+        if measured is not None:  # XLA's own count of a compiled chunk, where it is more: never past the budget
+            per_row = max(per_row, measured * self.sharding.count / CHUNK_SHARE)  # rows spread over the devices
         per_device = int(max(1, min(1024, self.max_memory // per_row)))
         per_device = 1 << (per_device.bit_length() - 1)  # a power of two: the padded tail compiles no new shape
         return per_device * self.sharding.count  # the memory budget holds on each device
+
+    def _values_per_pair(self) -> int:
+        """The estimate before any chunk is compiled: how many copies of a pair's input-dependent values a chunk
+        holds at once. Vmapped, every output's pullback can be live at once; unrolled, XLA runs them one after
+        another, reusing one cotangent buffer (XLA's buffer assignment gave 17 copies vmapped and 3.1 unrolled
+        on ResNet-18, 0.2 vmapped on MobileNetV3). An estimate: where XLA's count of the compiled chunk is more,
+        ``_chunk_size`` makes the chunks smaller."""
+        return 3 * self.n_outputs if self._vmap else 4
+
+    def _chunk_size(self, arrays: list[np.ndarray], pair_totals: bool) -> int:
+        """Rows per chunk for this call, held to ``max_memory`` by what XLA allocates for the compiled chunk.
+
+        The first chunk is compiled at the estimate's size (``_values_per_pair``); where its buffer assignment
+        passes the budget, the chunk is made smaller before anything runs. Later calls and explainers of the
+        same programs size from that measure at once."""
+        size = self.chunk_rows()
+        if self.batch_size is not None or self._programs.bytes_per_row is not None:
+            return size
+        n = arrays[0].shape[0]
+        rows = self._padded_rows(n, size, min(n, size))
+        self._compiled_chunk([a[:1].repeat(rows, axis=0) for a in arrays], pair_totals)
+        return min(size, self.chunk_rows())
+
+    def _padded_rows(self, n: int, size: int, rows: int) -> int:
+        """One compiled shape for every chunk of a long run (the tail padded to the full chunk); a short run pads
+        to a power of two: a few shapes over all N, never one per N."""
+        return size if n > size else min(size, self.sharding.round_up(1 << (rows - 1).bit_length()))
+
+    def _compiled_chunk(self, chunk: list[np.ndarray], pair_totals: bool):
+        """The compiled chunk for these rows (model inputs, already padded) and its arguments."""
+        args = (
+            self._params,
+            self.sharding.put_rows(self.model.to_interim(chunk)),
+            tuple(self.background),
+            self._references,
+        )
+        return self._programs.compiled_chunk(args, pair_totals), args
 
     def model_inputs(self, X) -> list[np.ndarray]:
         """The rows of ``X`` checked against the background (inputs, row shapes, dtypes, finite values) and cast to
@@ -339,7 +380,7 @@ class DeepExplainer:
         """The compiled chunks over every row; results written into arrays allocated once, so that the memory
         beyond the result itself is one chunk's, whatever N (nothing is kept per chunk)."""
         n = arrays[0].shape[0]
-        size = self.chunk_rows()
+        size = self._chunk_size(arrays, pair_totals)
         results: list[np.ndarray] | None = None
         tree = None
         gaps, tolerance = np.empty((n, self.n_outputs)), np.empty((n, self.n_outputs))
@@ -347,19 +388,11 @@ class DeepExplainer:
         for start in _progress(range(0, n, size), self.progress, desc="xshap"):
             chunk = [a[start : start + size] for a in arrays]
             rows = chunk[0].shape[0]
-            # one compiled shape for every chunk of a long run (the tail padded to the full chunk); a short run
-            # pads to a power of two: a few shapes over all N, never one per N
-            padded = size if n > size else min(size, self.sharding.round_up(1 << (rows - 1).bit_length()))
+            padded = self._padded_rows(n, size, rows)
             if padded > rows:
                 chunk = [np.concatenate([c, np.repeat(c[:1], padded - rows, axis=0)]) for c in chunk]
-            chunk = self.model.to_interim(chunk)
-            result = self._chunk(
-                self._params,
-                self.sharding.put_rows(chunk),
-                tuple(self.background),
-                self._references,
-                pair_totals=pair_totals,
-            )
+            compiled, args = self._compiled_chunk(chunk, pair_totals)
+            result = compiled(*args)
             leaves, tree = jax.tree_util.tree_flatten(result)
             for leaf in leaves:  # every copy started before the first wait (on an accelerator a wait costs most)
                 leaf.copy_to_host_async()
@@ -738,6 +771,36 @@ class _Programs:
         n_inputs = len(deeplift.program.inputs) - deeplift._n_params
         self.forward = jit(jax.vmap(fn, in_axes=(None,) + (0,) * n_inputs))
         self.references = jit(jax.vmap(deeplift.reference_values, in_axes=(None, 0)))
+        self._compiled: dict = {}  # the chunk compiled ahead of time, by its arguments' signature
+        # bytes a chunk takes per explained row beyond its arguments: XLA's buffer assignment (``memory_analysis``)
+        # of the compiled chunk with the most rows so far, times RUNTIME_MEMORY; None until one is compiled
+        self.bytes_per_row: float | None = None
+        self._measured_rows = 0
+
+    def compiled_chunk(self, args: tuple, pair_totals: bool):
+        """The chunk compiled for these arguments' shapes, types and placements, compiled once. Compiled ahead
+        of time (``lower().compile()``) rather than on the first call, so that what it will allocate is known
+        before it runs: the explainer sizes its chunks by it."""
+        leaves, tree = jax.tree_util.tree_flatten(args)
+        key = (pair_totals, tree, tuple((a.shape, a.dtype, getattr(a, "sharding", None)) for a in leaves))
+        compiled = self._compiled.get(key)
+        if compiled is None:
+            compiled = self.chunk.lower(*args, pair_totals=pair_totals).compile()
+            analysis = compiled.memory_analysis()
+            rows = args[1][0].shape[0]
+            if analysis is not None and rows > self._measured_rows:  # the most rows: the least fixed cost per row
+                used = analysis.temp_size_in_bytes + analysis.output_size_in_bytes
+                self.bytes_per_row, self._measured_rows = RUNTIME_MEMORY * used / rows, rows
+            self._compiled[key] = compiled
+        return compiled
+
+
+# The resident memory a chunk adds per byte of XLA's buffer assignment: the CPU runtime's scratch (the dot and
+# convolution libraries' packing) and the allocator's rounding are not in it. ResNet-18's chunk: 1.15-1.26 bytes
+# resident per byte assigned. A quarter of the budget is kept besides for what does not grow with the rows
+# (CHUNK_SHARE).
+RUNTIME_MEMORY = 1.3
+CHUNK_SHARE = 0.75
 
 
 def vmap_outputs(platform: str, deeplift: DeepLift) -> bool:
