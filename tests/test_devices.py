@@ -36,6 +36,21 @@ SCRIPT = textwrap.dedent(
     scale = np.max(np.abs(b.values[0]))
     assert np.max(np.abs(a.values[0] - b.values[0])) <= 1e-5 * scale, np.max(np.abs(a.values[0] - b.values[0]))
     assert np.all(np.abs(a.gaps) <= a.tolerance) and not a.recomputed.any()
+
+    # sized by XLA's per-device count of the compiled chunk: each device's share of a chunk within max_memory,
+    # with an estimate far too low, so that the count alone decides
+    from xshap.explain.explainer import DeepExplainer
+
+    DeepExplainer._values_per_pair = lambda self: 0.01
+    budget = 64 << 10
+    for devices in (jax.devices(), jax.devices()[:1]):
+        sized = xshap.DeepExplainer(model, background, max_memory=budget, devices=devices)
+        sized.explain(X)
+        rows = sized.chunk_rows()
+        compiled, _ = sized._compiled_chunk([np.repeat(sized.model_inputs(X)[0][:1], rows, axis=0)], False)
+        analysis = compiled.memory_analysis()
+        used = analysis.temp_size_in_bytes + analysis.output_size_in_bytes
+        assert used <= budget and used > budget / 16, (len(devices), rows, used)
     print("OK", many.chunk_rows(), np.max(np.abs(a.values[0] - b.values[0])))
     """
 )
