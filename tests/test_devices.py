@@ -39,7 +39,7 @@ SCRIPT = textwrap.dedent(
 
     # sized by XLA's per-device count of the compiled chunk: each device's share of a chunk within max_memory,
     # with an estimate far too low, so that the count alone decides
-    from xshap.explain.explainer import DeepExplainer
+    from xshap.explain.explainer import DeepExplainer, assigned_bytes
 
     DeepExplainer._values_per_pair = lambda self: 0.01
     budget = 64 << 10
@@ -48,8 +48,7 @@ SCRIPT = textwrap.dedent(
         sized.explain(X)
         rows = sized.chunk_rows()
         compiled, _ = sized._compiled_chunk([np.repeat(sized.model_inputs(X)[0][:1], rows, axis=0)], False)
-        analysis = compiled.memory_analysis()
-        used = analysis.temp_size_in_bytes + analysis.output_size_in_bytes
+        used = assigned_bytes(compiled)
         assert used <= budget and used > budget / 16, (len(devices), rows, used)
     print("OK", many.chunk_rows(), np.max(np.abs(a.values[0] - b.values[0])))
     """

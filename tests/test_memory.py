@@ -9,6 +9,7 @@ tolerances) is what the caller asked for and is not counted.
 from __future__ import annotations
 
 from benchmarks.memory import measure
+from xshap.explain.explainer import assigned_bytes
 
 BUDGET_MIB = 4
 # the float32 outputs and mass per row, which the result does not count, and allocator rounding: with chunks of 8
@@ -32,8 +33,7 @@ def _compiled_chunk_bytes(explainer, X) -> int:
     explainer.explain(X)
     rows = explainer.chunk_rows()
     compiled, _ = explainer._compiled_chunk([a[:1].repeat(rows, axis=0) for a in explainer.model_inputs(X)], False)
-    analysis = compiled.memory_analysis()
-    return analysis.temp_size_in_bytes + analysis.output_size_in_bytes
+    return assigned_bytes(compiled)
 
 
 def _small_cnn_case():
@@ -90,10 +90,10 @@ def test_an_estimate_below_xlas_count_is_corrected_before_the_chunk_runs(monkeyp
 
     def recording(self, chunk, pair_totals):
         compiled, args = compile_chunk(self, chunk, pair_totals)
-        analysis = compiled.memory_analysis()
+        used = assigned_bytes(compiled)
 
         def run(*arguments):
-            ran.append(analysis.temp_size_in_bytes + analysis.output_size_in_bytes)
+            ran.append(used)
             return compiled(*arguments)
 
         return run, args

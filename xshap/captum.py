@@ -37,7 +37,7 @@ from xshap.explain import fingerprint as fingerprints
 from xshap.explain.cache import ContentCache, content
 from xshap.explain.data import to_numpy
 from xshap.explain.layers import INPUT, OUTPUT, LayerFunction, torch_input_function, torch_layer_function
-from xshap.explain.model import dtype_free
+from xshap.explain.model import DECOMPOSE, dtype_free
 from xshap.explain.neurons import SelectorError, neuron_model
 from xshap.explain.pairs import PairProgram
 from xshap.explain.precision import model_float_dtype, needs_x64, precision
@@ -54,7 +54,6 @@ __all__ = [
 ]
 
 _PREFIX = "model."
-_DECOMPOSE = "as_needed"  # skip the functionalising pass where the exported graph is functional already
 
 
 class CaptumArgumentError(InputError, AssertionError):
@@ -346,9 +345,9 @@ class DeepLift:
                 raise CaptumArgumentError(str(error)) from None
             with _quiet_eval_mode(self.model):
                 if layer is not None and neuron is None:
-                    function = torch_layer_function(bound, layer, rows, side, prefix=_PREFIX, decompose=_DECOMPOSE)
+                    function = torch_layer_function(bound, layer, rows, side, prefix=_PREFIX, decompose=DECOMPOSE)
                 else:
-                    function = torch_input_function(module, rows, len(inputs), decompose=_DECOMPOSE)
+                    function = torch_input_function(module, rows, len(inputs), decompose=DECOMPOSE)
             return function, PairProgram(function, rows)
 
         return self._cache.get(key, build, shared=True), per_row, key

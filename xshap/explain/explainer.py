@@ -795,14 +795,20 @@ class _Programs:
         compiled = self._compiled.get(key)
         if compiled is None:
             compiled = self.chunk.lower(*args, pair_totals=pair_totals).compile()
-            analysis = compiled.memory_analysis()  # per device, for rows spread over several
+            used = assigned_bytes(compiled)  # per device, for rows spread over several
             rows_given = args[1][0]
             rows = max(1, rows_given.shape[0] // len(getattr(rows_given.sharding, "device_set", (None,))))
-            if analysis is not None and rows > self._measured_rows:  # the most rows: the least fixed cost per row
-                used = analysis.temp_size_in_bytes + analysis.output_size_in_bytes
+            if used is not None and rows > self._measured_rows:  # the most rows: the least fixed cost per row
                 self.bytes_per_row, self._measured_rows = RUNTIME_MEMORY * used / rows, rows
             self._compiled[key] = compiled
         return compiled
+
+
+def assigned_bytes(compiled) -> int | None:
+    """What XLA's buffer assignment gives a compiled program on each device beyond its arguments (temporaries and
+    results), or None where the backend does not say."""
+    analysis = compiled.memory_analysis()
+    return None if analysis is None else analysis.temp_size_in_bytes + analysis.output_size_in_bytes
 
 
 # The resident memory a chunk adds per byte of XLA's buffer assignment: the CPU runtime's scratch (the dot and

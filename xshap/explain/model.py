@@ -29,8 +29,8 @@ from xshap.explain.cache import ContentCache, content
 from xshap.explain.data import is_float, to_numpy, to_torch
 
 # torch.export's functionalising pass is skipped where the exported graph is functional already (no op mutates,
-# every op is one the converter knows: ``converters.export.capture``), as xshap.captum does: the pass would return
-# the same computation, and on ResNet-18 it was 1.1-2.2 s of a 2.9 s export.
+# every op is one the converter knows: ``converters.export.capture``), by DeepExplainer and xshap.captum alike: the
+# pass would return the same computation, and on ResNet-18 it was 1.1-2.2 s of a 2.9 s export.
 DECOMPOSE = "as_needed"
 
 
