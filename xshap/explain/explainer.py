@@ -823,16 +823,50 @@ def vmap_outputs(platform: str, deeplift: DeepLift) -> bool:
     """One pullback vmapped over the outputs (True) or one per output, unrolled (False).
 
     On an accelerator the vmapped form launches one kernel where the loop launches one per output. On XLA:CPU
-    the unrolled loop ran 2-3x faster than the vmap on the issue-4 CNN, but it makes a program of one pullback
-    per output, and XLA:CPU's compile time grows with the number of fused kernels it emits: MobileNetV3-small's
-    10-output chunk took 400 s to compile unrolled. Large programs are vmapped on the CPU too
-    (``CPU_VMAP_EQUATIONS``)."""
+    the unrolled loop ran 2-3x faster than the vmap on the issue-4 CNN, and ResNet-18 at 3x64x64 ran 2.11 s against
+    3.90 s steady, but it makes a program of one pullback per output, and XLA:CPU's compile time grows with the number
+    of fused kernels it emits: MobileNetV3-small's 10-output chunk took 400 s to compile unrolled. Large programs
+    are vmapped on the CPU too (``CPU_VMAP_EQUATIONS``), and so are models that do little work per row
+    (``CPU_VMAP_ROW_FLOPS``), where the compile is all the cost: a tiny ConvNeXt's 3-output chunk compiled in
+    14.4 s vmapped and 27.6 s unrolled (``benchmarks/compile_levels.py``)."""
     if platform != "cpu":
         return True
-    return len(deeplift.program.eqns) >= CPU_VMAP_EQUATIONS
+    return len(deeplift.program.eqns) >= CPU_VMAP_EQUATIONS or row_flops(deeplift.program) < CPU_VMAP_ROW_FLOPS
 
 
 CPU_VMAP_EQUATIONS = 1000  # equations of the model's program from which a CPU chunk vmaps its output pullbacks
+CPU_VMAP_ROW_FLOPS = 2e7  # a model's forward operations per row below which a CPU chunk vmaps them
+
+
+def row_flops(program) -> float:
+    """An estimate of the floating-point operations of one row's forward pass, read from the program's shapes:
+    2 per multiply-add of each matrix product and convolution, 1 per element of every other result (ResNet-18 at
+    3x64x64 with ten classes: 3.1e8 a row; MobileNetV3-small there: 1.4e7; the seed MLPs: 4.9e3)."""
+    total = 0.0
+    for eqn in program.eqns:
+        out = sum(math.prod(program.avals[o].shape) for o in eqn.outputs if o in program.avals)
+        weight = _input_aval(program, eqn, 1)
+        if eqn.name == "dot_general" and weight is not None:
+            lhs = _input_aval(program, eqn, 0)
+            (contracting, _), _ = eqn.params["dimension_numbers"]
+            total += 2.0 * out * math.prod(lhs.shape[d] for d in contracting) if lhs is not None else out
+        elif eqn.name == "conv_general_dilated" and weight is not None:
+            output_feature = eqn.params["dimension_numbers"].rhs_spec[0]
+            total += 2.0 * out * math.prod(weight.shape) / max(1, weight.shape[output_feature])
+        else:
+            total += out
+    return total
+
+
+def _input_aval(program, eqn, position: int):
+    """The abstract value of an equation's operand (a value of the program's or a constant), or None."""
+    if len(eqn.inputs) <= position:
+        return None
+    atom = eqn.inputs[position]
+    if isinstance(atom, int):
+        return program.avals.get(atom)
+    value = getattr(atom, "value", None)
+    return value if hasattr(value, "shape") else None
 
 
 _EPS_RATIO = float(np.finfo(np.float64).eps / np.finfo(np.float32).eps)  # how much less float64 rounds
