@@ -25,6 +25,20 @@ class Lazy(dict):
         return value
 
 
+def randomize_batchnorm(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """Give every BatchNorm non-trivial running statistics and affine parameters, so it is not the identity."""
+    gen = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            n = module.num_features
+            with torch.no_grad():
+                module.running_mean.copy_(0.3 * torch.randn(n, generator=gen))
+                module.running_var.copy_(0.5 + torch.rand(n, generator=gen))
+                module.weight.copy_(0.8 + 0.6 * torch.rand(n, generator=gen))
+                module.bias.copy_(0.2 * torch.randn(n, generator=gen))
+    return model
+
+
 def torch_f(model, background, X):
     """f(x) (N, n_out) and E f (n_out,) computed by torch itself."""
     with torch.no_grad():

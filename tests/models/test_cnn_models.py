@@ -27,6 +27,7 @@ from tests.models.common import (
     captum_values,
     completeness_gaps,
     lines_with,
+    randomize_batchnorm,
     scale,
     shap_values,
     site_lines,
@@ -40,20 +41,6 @@ VOCAB, SEQ_LEN, EMB = 50, 12, 8
 
 
 # -- models ---------------------------------------------------------------------------------------------------
-def randomize_batchnorm(model: nn.Module, seed: int) -> nn.Module:
-    """Give every BatchNorm non-trivial running statistics and affine parameters, so it is not the identity."""
-    gen = torch.Generator().manual_seed(seed)
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            n = module.num_features
-            with torch.no_grad():
-                module.running_mean.copy_(0.3 * torch.randn(n, generator=gen))
-                module.running_var.copy_(0.5 + torch.rand(n, generator=gen))
-                module.weight.copy_(0.8 + 0.6 * torch.rand(n, generator=gen))
-                module.bias.copy_(0.2 * torch.randn(n, generator=gen))
-    return model
-
-
 class BasicBlock(nn.Module):
     """conv-BN-ReLU-conv-BN + skip, then ReLU; a 1x1 strided conv + BN on the skip when the shape changes."""
 

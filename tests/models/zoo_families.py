@@ -18,23 +18,20 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from tests.models.common import randomize_batchnorm
+
 N_CLASSES = 3
 IMAGE = (3, 16, 16)
 
 
 def randomize_norms(model: nn.Module, seed: int) -> nn.Module:
-    """BatchNorm running statistics and affine parameters made non-trivial (BN is then not the identity), and the
-    LayerNorm affines too (they initialise to 1 and 0)."""
+    """BatchNorm running statistics and affine parameters made non-trivial (BN is then not the identity:
+    ``tests.models.common.randomize_batchnorm``), and the LayerNorm affines too (they initialise to 1 and 0)."""
+    randomize_batchnorm(model, seed)
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for module in model.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                n = module.num_features
-                module.running_mean.copy_(0.3 * torch.randn(n, generator=gen))
-                module.running_var.copy_(0.5 + torch.rand(n, generator=gen))
-                module.weight.copy_(0.8 + 0.6 * torch.rand(n, generator=gen))
-                module.bias.copy_(0.2 * torch.randn(n, generator=gen))
-            elif isinstance(module, nn.LayerNorm) and module.elementwise_affine:
+            if isinstance(module, nn.LayerNorm) and module.elementwise_affine:
                 module.weight.copy_(0.8 + 0.4 * torch.rand(module.weight.shape, generator=gen))
                 module.bias.copy_(0.1 * torch.randn(module.bias.shape, generator=gen))
     return model
